@@ -1,0 +1,57 @@
+"""The ``asr-kd`` command: a thin face over the library, one subcommand per pipeline step.
+
+Each subcommand lives in the module that does the work; that module exposes
+``add_arguments(parser)`` and ``run(args)``. Modules are imported only when their command runs,
+so ``asr-kd --help`` stays fast and a broken optional stack (e.g. k2) breaks only its commands.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from asr_kd.utils import setup_logging
+
+# name -> (module, one-line help). Order is the pipeline's order.
+COMMANDS = {
+    "prepare": ("asr_kd.data.prepare_cli", "prepare lhotse manifests for a corpus"),
+    "fbank": ("asr_kd.data.features", "compute 40-dim log-mel fbank features and CMVN stats"),
+    "lang": ("asr_kd.lang.prepare_lang", "build the lexicon, phone/word tables and L.fst"),
+    "mnist": ("asr_kd.vision.mnist_cli", "MNIST distillation experiments (paper section 3)"),
+    "specialists": ("asr_kd.vision.specialists_cli", "CIFAR-100 generalist + specialists (sections 5-6)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="asr-kd",
+        description="Knowledge distillation for hybrid DNN-HMM speech recognition.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p.set_defaults(_module=module)
+        p.set_defaults(_parser=p)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Parse the command name first, then let its module add its own arguments.
+    args, _ = parser.parse_known_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    module = importlib.import_module(args._module)
+    module.add_arguments(args._parser)
+    args = parser.parse_args(argv)
+    setup_logging(logging.DEBUG if args.verbose else logging.INFO)
+    rc = module.run(args)
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""RESULTS.md and its machine-readable twin results.json, written together by code.
+
+Rows follow ../shared/RESULTS-FORMAT.md: ``system``, ``set`` and metrics (``wer``,
+``frame_accuracy``, ``accuracy`` in percent; ``errors`` as a count) plus free fields.
+A recipe may hold several tables (one per experiment); rows are merged by (table, system, set)
+so that each stage can update its own rows without touching the others.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence
+
+from asr_kd.utils import Pathlike, write_json, write_text
+
+_KEY = ("table", "system", "set")
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.2f}"
+    return str(v)
+
+
+def load_results(recipe_dir: Pathlike) -> dict:
+    path = Path(recipe_dir) / "results.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    return {"recipe": Path(recipe_dir).resolve().name, "rows": []}
+
+
+def update_results(
+    recipe_dir: Pathlike,
+    rows: Iterable[dict],
+    table: str,
+    notes: Optional[Dict[str, str]] = None,
+    columns: Optional[Sequence[str]] = None,
+) -> dict:
+    """Merge ``rows`` into ``recipe_dir``/results.json under ``table`` and rewrite RESULTS.md.
+
+    ``notes`` maps a table name to free text printed under its heading (e.g. the paper's numbers).
+    ``columns`` fixes the column order of that table in RESULTS.md (default: first-seen order).
+    """
+    recipe_dir = Path(recipe_dir)
+    results = load_results(recipe_dir)
+    new = []
+    for r in rows:
+        r = dict(r)
+        r["table"] = table
+        new.append(r)
+    keys = {tuple(r.get(k) for k in _KEY) for r in new}
+    kept = [r for r in results["rows"] if tuple(r.get(k) for k in _KEY) not in keys]
+    results["rows"] = kept + new
+    meta = results.setdefault("meta", {})
+    meta.setdefault("tables", {})
+    if notes:
+        meta.setdefault("notes", {}).update(notes)
+    if columns:
+        meta["tables"][table] = list(columns)
+    meta["updated"] = datetime.datetime.now().isoformat(timespec="seconds")
+    meta["host"] = f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}"
+    write_json(recipe_dir / "results.json", results)
+    write_text(recipe_dir / "RESULTS.md", render_markdown(results))
+    return results
+
+
+def render_markdown(results: dict) -> str:
+    meta = results.get("meta", {})
+    lines = [
+        f"# Results: {results['recipe']}",
+        "",
+        "Written by code (`asr_kd.results`) together with `results.json`; do not edit by hand.",
+        "Each row names the exact command that produced it.",
+        "",
+    ]
+    tables: Dict[str, List[dict]] = {}
+    for r in results["rows"]:
+        tables.setdefault(r.get("table", "results"), []).append(r)
+    for name, rows in tables.items():
+        lines += [f"## {name}", ""]
+        note = meta.get("notes", {}).get(name)
+        if note:
+            lines += [note, ""]
+        cols = list(meta.get("tables", {}).get(name) or [])
+        for r in rows:
+            for k in r:
+                if k not in cols and k not in ("table", "command"):
+                    cols.append(k)
+        lines.append("| " + " | ".join(cols) + " |")
+        lines.append("|" + "---|" * len(cols))
+        for r in rows:
+            lines.append("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
+        commands = []
+        for r in rows:
+            c = r.get("command")
+            if c and c not in commands:
+                commands.append(c)
+        if commands:
+            lines += ["", "Produced by:", ""]
+            lines += [f"    {c}" for c in commands]
+        lines.append("")
+    return "\n".join(lines)

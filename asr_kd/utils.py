@@ -1,0 +1,72 @@
+"""Small helpers every module shares: atomic writes, logging, seeding, JSON."""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Union
+
+Pathlike = Union[str, os.PathLike]
+
+LOG_FORMAT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Log to stderr in the icefall/Kaldi style (time, level, module, message)."""
+    logging.basicConfig(level=level, format=LOG_FORMAT, datefmt="%Y-%m-%d %H:%M:%S")
+
+
+@contextlib.contextmanager
+def atomic_path(path: Pathlike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    The temporary name keeps the final suffixes (``.jsonl.gz``, ``.npz``...) so that libraries
+    which choose a format from the extension (lhotse, numpy) write the right thing. Nothing is
+    left half-written: on an exception the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffixes = "".join(path.suffixes)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffixes}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text(path: Pathlike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: Pathlike, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: Pathlike) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (CPU and CUDA) for a reproducible run."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def outputs_exist(*paths: Pathlike) -> bool:
+    """True when every output of a stage is already there (outputs are written atomically,
+    so existence means the stage finished)."""
+    return all(Path(p).exists() for p in paths)

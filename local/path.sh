@@ -1,0 +1,19 @@
+# Sourced by recipe scripts: put the project's venv (made by local/setup.sh) on PATH,
+# and define log() and the stage gate used by every run.sh.
+_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+if [ -z "${VIRTUAL_ENV:-}" ] && [ -f "$_root/.venv/bin/activate" ]; then
+  # shellcheck disable=SC1091
+  . "$_root/.venv/bin/activate"
+fi
+command -v asr-kd >/dev/null || { echo "asr-kd not found: run local/setup.sh first" >&2; exit 1; }
+export PYTHONUNBUFFERED=1
+# The shared corpora sit beside the checkout (../shared/corpora) unless CORPORA says otherwise.
+CORPORA=${CORPORA:-$(cd "$_root/.." && pwd)/shared/corpora}
+
+log() {
+  local fname=${BASH_SOURCE[1]##*/}
+  echo -e "$(date '+%Y-%m-%d %H:%M:%S') ($fname:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
+}
+
+# usage: if stage_on N; then ...; fi   (true when stage <= N <= stop_stage)
+stage_on() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }

@@ -11,8 +11,9 @@ if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
 fi
 pip="$venv/bin/python -m pip"
-$pip install --quiet --upgrade pip
+# pip >= 24 rejects k2's "py3.11" wheel tag outright; pip 23 reads it (and the hash picks the file).
+$pip install --quiet "pip>=23,<24"
 $pip install --quiet -r "$root/requirements.txt"
 $pip install --quiet --no-deps --require-hashes -r "$root/requirements-k2.txt"
 $pip install --quiet --no-deps -e "$root"
-"$venv/bin/python" -c "import k2, lhotse, kaldifst, torch; print('setup: ok  torch', torch.__version__, ' k2', k2.__version__, ' lhotse', lhotse.__version__)"
+"$venv/bin/python" -c "import k2, lhotse, kaldifst, torch; print('setup: ok  torch', torch.__version__, ' k2', k2.__dev_version__, ' lhotse', lhotse.__version__)"

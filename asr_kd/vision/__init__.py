@@ -1,0 +1,1 @@
+"""Image recipes of the paper: MNIST distillation and CIFAR-100 specialists."""

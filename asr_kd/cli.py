@@ -15,9 +15,11 @@ from asr_kd.utils import setup_logging
 
 # name -> (module, one-line help). Order is the pipeline's order.
 COMMANDS = {
-    "prepare": ("asr_kd.data.prepare_cli", "prepare lhotse manifests for a corpus"),
+    "download": ("asr_kd.data.download", "download a public corpus (skipped when already there)"),
+    "prepare": ("asr_kd.data.corpora", "prepare lhotse manifests for a corpus"),
     "fbank": ("asr_kd.data.features", "compute 40-dim log-mel fbank features and CMVN stats"),
     "lang": ("asr_kd.lang.prepare_lang", "build the lexicon, phone/word tables and L.fst"),
+    "gmm": ("asr_kd.hmm.cli", "GMM-HMM training (mono, tri), forced alignment, senone labels"),
     "mnist": ("asr_kd.vision.mnist_cli", "MNIST distillation experiments (paper section 3)"),
     "specialists": ("asr_kd.vision.specialists_cli", "CIFAR-100 generalist + specialists (sections 5-6)"),
 }

@@ -12,6 +12,9 @@ from typing import Any, Iterator, Union
 
 Pathlike = Union[str, os.PathLike]
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
 
 
@@ -34,6 +37,7 @@ def atomic_path(path: Pathlike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffixes}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
     try:
         yield tmp
         os.replace(tmp, path)

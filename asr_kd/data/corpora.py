@@ -1,0 +1,340 @@
+"""Corpus preparation: a local corpus directory in, lhotse manifests out.
+
+Every corpus is read from a local directory (the official layout; see :mod:`asr_kd.data.download`
+for fetching it). For each split we write, atomically, under ``output_dir``::
+
+    {corpus}_recordings_{split}.jsonl.gz   {corpus}_supervisions_{split}.jsonl.gz   {corpus}_cuts_{split}.jsonl.gz
+
+and ``{corpus}_prepare.json`` with the counts (utterances, speakers, hours, skipped items and why).
+
+Bad input never disappears silently: an unreadable or empty audio file, an empty transcript or a
+missing file is skipped with a warning naming it, and counted in the report; a recording at the
+wrong sample rate is resampled to the corpus rate with a warning.
+
+| corpus | layout | splits |
+|---|---|---|
+| yesno | ``waves_yesno/*.wav`` (8 kHz), label in the file name | train / test: alternate files, as lhotse and icefall |
+| fsdd | ``recordings/{digit}_{speaker}_{take}.{wav,flac}`` (8 kHz) | train / test: one speaker held out |
+| speechocean762 | Kaldi data dirs ``train/``, ``test/`` (``text``, ``wav.scp``, ``utt2spk``, ``spk2gender``) (16 kHz) | its own, speakers disjoint |
+| librispeech | OpenSLR layout, through ``lhotse.recipes.prepare_librispeech`` (16 kHz) | the parts found |
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
+
+from asr_kd.data.text import DIGIT_WORDS, normalize_text
+from asr_kd.utils import Pathlike, atomic_path, outputs_exist, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+SAMPLING_RATE = {"yesno": 8000, "fsdd": 8000, "speechocean762": 16000, "librispeech": 16000}
+SPLITS = {"yesno": ("train", "test"), "fsdd": ("train", "test"), "speechocean762": ("train", "test")}
+FSDD_TEST_SPEAKER = "theo"
+
+
+@dataclass
+class Utterance:
+    """One entry of a corpus listing, before its audio has been checked."""
+
+    id: str
+    audio: Path
+    text: str
+    speaker: str
+    gender: Optional[str] = None
+
+
+@dataclass
+class SplitReport:
+    """What went into a split's manifests, and what was left out and why."""
+
+    utterances: int = 0
+    speakers: int = 0
+    hours: float = 0.0
+    resampled: int = 0
+    skipped: Dict[str, int] = field(default_factory=dict)
+    skipped_items: List[Tuple[str, str]] = field(default_factory=list)  # (file or id, reason)
+
+    def skip(self, item: str, reason: str, detail: str = "") -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        self.skipped_items.append((item, f"{reason}{': ' + detail if detail else ''}"))
+        log.warning(f"skipping {item}: {reason}{': ' + detail if detail else ''}")
+
+    def as_dict(self) -> dict:
+        return {
+            "utterances": self.utterances,
+            "speakers": self.speakers,
+            "hours": round(self.hours, 4),
+            "resampled": self.resampled,
+            "skipped": dict(self.skipped),
+            "skipped_items": [list(x) for x in self.skipped_items],
+        }
+
+
+def build_manifests(
+    utterances: Iterable[Utterance], sampling_rate: int, language: str = "English"
+) -> Tuple[RecordingSet, SupervisionSet, SplitReport]:
+    """Check each utterance's transcript and audio header; return manifests and a report."""
+    report = SplitReport()
+    recordings, supervisions = [], []
+    seen = set()
+    for utt in utterances:
+        text = normalize_text(utt.text)
+        if utt.id in seen:
+            report.skip(str(utt.audio), "duplicate utterance id", utt.id)
+            continue
+        if not text:
+            report.skip(str(utt.audio), "empty transcript")
+            continue
+        if not utt.audio.is_file():
+            report.skip(str(utt.audio), "missing audio file")
+            continue
+        try:
+            rec = Recording.from_file(utt.audio, recording_id=utt.id)
+        except Exception as e:  # soundfile / audioread raise many types for corrupt files
+            report.skip(str(utt.audio), "unreadable audio", f"{type(e).__name__}: {e}")
+            continue
+        if rec.num_samples <= 0 or rec.duration <= 0:
+            report.skip(str(utt.audio), "empty audio")
+            continue
+        if rec.sampling_rate != sampling_rate:
+            log.warning(
+                f"{utt.audio}: sample rate {rec.sampling_rate} Hz, expected {sampling_rate} Hz: resampling"
+            )
+            rec = rec.resample(sampling_rate)
+            report.resampled += 1
+        seen.add(utt.id)
+        recordings.append(rec)
+        supervisions.append(
+            SupervisionSegment(
+                id=utt.id,
+                recording_id=utt.id,
+                start=0.0,
+                duration=rec.duration,
+                channel=0,
+                text=text,
+                speaker=utt.speaker,
+                gender=utt.gender,
+                language=language,
+            )
+        )
+    report.utterances = len(recordings)
+    report.speakers = len({s.speaker for s in supervisions})
+    report.hours = sum(r.duration for r in recordings) / 3600
+    return RecordingSet.from_recordings(recordings), SupervisionSet.from_segments(supervisions), report
+
+
+# ---------------------------------------------------------------- corpus listings
+
+
+def _require_dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what}: no such directory: {path}")
+    return path
+
+
+def list_yesno(corpus_dir: Pathlike) -> Dict[str, List[Utterance]]:
+    """``corpus_dir`` is the ``waves_yesno`` directory (or its parent)."""
+    corpus_dir = Path(corpus_dir)
+    if (corpus_dir / "waves_yesno").is_dir():
+        corpus_dir = corpus_dir / "waves_yesno"
+    _require_dir(corpus_dir, "yesno")
+    words = {"0": "NO", "1": "YES"}
+    utts = []
+    for path in sorted(corpus_dir.glob("*.wav")):
+        labels = path.stem.split("_")
+        if not labels or any(x not in words for x in labels):
+            log.warning(f"{path}: file name is not a yes/no label sequence; skipped")
+            continue
+        utts.append(Utterance(path.stem, path, " ".join(words[x] for x in labels), "yesno", "m"))
+    if not utts:
+        raise FileNotFoundError(f"yesno: no labelled .wav files in {corpus_dir}")
+    # Alternate files, as lhotse's and icefall's yesno recipes do.
+    return {"train": utts[::2], "test": utts[1::2]}
+
+
+def list_fsdd(corpus_dir: Pathlike, test_speaker: str = FSDD_TEST_SPEAKER) -> Dict[str, List[Utterance]]:
+    """``corpus_dir`` holds ``recordings/`` (or is it). One speaker is held out for test."""
+    corpus_dir = Path(corpus_dir)
+    if (corpus_dir / "recordings").is_dir():
+        corpus_dir = corpus_dir / "recordings"
+    _require_dir(corpus_dir, "fsdd")
+    splits: Dict[str, List[Utterance]] = {"train": [], "test": []}
+    speakers = set()
+    for path in sorted(corpus_dir.iterdir()):
+        if path.suffix.lower() not in (".wav", ".flac", ".ogg", ".opus"):
+            continue
+        parts = path.stem.split("_")
+        if len(parts) != 3 or not parts[0].isdigit() or int(parts[0]) > 9:
+            log.warning(f"{path}: not a {{digit}}_{{speaker}}_{{take}} file name; skipped")
+            continue
+        digit, speaker, _ = parts
+        speakers.add(speaker)
+        split = "test" if speaker == test_speaker else "train"
+        splits[split].append(Utterance(path.stem, path, DIGIT_WORDS[int(digit)], speaker))
+    if test_speaker not in speakers:
+        raise ValueError(f"fsdd: test speaker {test_speaker!r} not among {sorted(speakers)}")
+    return splits
+
+
+def _read_kaldi_table(path: Path) -> Dict[str, str]:
+    table = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            parts = line.strip().split(None, 1)
+            if parts:
+                table[parts[0]] = parts[1] if len(parts) > 1 else ""
+    return table
+
+
+def list_kaldi_data_dir(data_dir: Path, audio_root: Path) -> List[Utterance]:
+    """A Kaldi data dir (``text``, ``wav.scp``, ``utt2spk``, optional ``spk2gender``).
+
+    ``wav.scp`` entries must be file paths (relative ones are taken from ``audio_root``);
+    command pipes (``... |``) are not supported.
+    """
+    for name in ("text", "wav.scp", "utt2spk"):
+        if not (data_dir / name).is_file():
+            raise FileNotFoundError(f"Kaldi data dir {data_dir}: missing {name}")
+    text = _read_kaldi_table(data_dir / "text")
+    wav = _read_kaldi_table(data_dir / "wav.scp")
+    utt2spk = _read_kaldi_table(data_dir / "utt2spk")
+    spk2gender = _read_kaldi_table(data_dir / "spk2gender") if (data_dir / "spk2gender").is_file() else {}
+    utts = []
+    for utt_id, path in wav.items():
+        if path.endswith("|"):
+            raise ValueError(f"{data_dir}/wav.scp: piped entries are not supported ({utt_id})")
+        if utt_id not in text:
+            log.warning(f"{data_dir}/text: no transcript for {utt_id}; counted as empty")
+        p = Path(path)
+        spk = utt2spk.get(utt_id, utt_id)
+        utts.append(Utterance(utt_id, p if p.is_absolute() else audio_root / p, text.get(utt_id, ""),
+                              spk, spk2gender.get(spk)))
+    return utts
+
+
+def list_speechocean762(corpus_dir: Pathlike) -> Dict[str, List[Utterance]]:
+    corpus_dir = _require_dir(Path(corpus_dir), "speechocean762")
+    return {split: list_kaldi_data_dir(corpus_dir / split, corpus_dir) for split in SPLITS["speechocean762"]}
+
+
+LISTINGS = {"yesno": list_yesno, "fsdd": list_fsdd, "speechocean762": list_speechocean762}
+
+
+# ---------------------------------------------------------------- writing
+
+
+def manifest_paths(output_dir: Pathlike, corpus: str, split: str) -> Dict[str, Path]:
+    output_dir = Path(output_dir)
+    return {kind: output_dir / f"{corpus}_{kind}_{split}.jsonl.gz" for kind in ("recordings", "supervisions", "cuts")}
+
+
+def write_manifests(recordings: RecordingSet, supervisions: SupervisionSet, paths: Dict[str, Path]) -> CutSet:
+    cuts = CutSet.from_manifests(recordings=recordings, supervisions=supervisions)
+    for kind, manifest in (("recordings", recordings), ("supervisions", supervisions), ("cuts", cuts)):
+        with atomic_path(paths[kind]) as tmp:
+            manifest.to_file(tmp)
+    return cuts
+
+
+def prepare_corpus(
+    corpus: str,
+    corpus_dir: Pathlike,
+    output_dir: Pathlike,
+    force: bool = False,
+    **listing_kwargs,
+) -> Dict[str, dict]:
+    """Prepare one corpus; returns (and writes) the per-split report. Skips when done unless ``force``."""
+    output_dir = Path(output_dir)
+    report_path = output_dir / f"{corpus}_prepare.json"
+    if corpus == "librispeech":
+        return prepare_librispeech(corpus_dir, output_dir, force=force, **listing_kwargs)
+    if corpus not in LISTINGS:
+        raise ValueError(f"unknown corpus {corpus!r}; known: {sorted(LISTINGS) + ['librispeech']}")
+    splits = SPLITS[corpus]
+    done = [manifest_paths(output_dir, corpus, s)["cuts"] for s in splits] + [report_path]
+    if not force and outputs_exist(*done):
+        log.info(f"{corpus}: manifests exist in {output_dir}; skipping (use --force to redo)")
+        return read_json(report_path)
+    listing = LISTINGS[corpus](corpus_dir, **listing_kwargs)
+    reports = {}
+    for split in splits:
+        recordings, supervisions, report = build_manifests(listing[split], SAMPLING_RATE[corpus])
+        if report.utterances == 0:
+            raise RuntimeError(f"{corpus}/{split}: no usable utterances in {corpus_dir}")
+        write_manifests(recordings, supervisions, manifest_paths(output_dir, corpus, split))
+        reports[split] = report.as_dict()
+    write_json(report_path, reports)
+    log_report(corpus, reports)
+    return reports
+
+
+def prepare_librispeech(
+    corpus_dir: Pathlike,
+    output_dir: Pathlike,
+    force: bool = False,
+    parts: Sequence[str] = ("auto",),
+    num_jobs: int = 2,
+) -> Dict[str, dict]:
+    """LibriSpeech or mini-LibriSpeech through lhotse's own recipe, then our text normalization."""
+    from lhotse.recipes import prepare_librispeech as lhotse_prepare
+
+    output_dir = Path(output_dir)
+    report_path = output_dir / "librispeech_prepare.json"
+    if not force and report_path.exists():
+        log.info(f"librispeech: manifests exist in {output_dir}; skipping (use --force to redo)")
+        return read_json(report_path)
+    _require_dir(Path(corpus_dir), "librispeech")
+    parts = parts[0] if len(parts) == 1 and parts[0] in ("auto", "mini_librispeech", "all") else list(parts)
+    manifests = lhotse_prepare(corpus_dir, dataset_parts=parts, output_dir=None, num_jobs=num_jobs)
+    reports = {}
+    for part, m in manifests.items():
+        recordings, supervisions = m["recordings"], m["supervisions"]
+        supervisions = SupervisionSet.from_segments(s.transform_text(normalize_text) for s in supervisions)
+        report = SplitReport(
+            utterances=len(supervisions),
+            speakers=len({s.speaker for s in supervisions}),
+            hours=sum(r.duration for r in recordings) / 3600,
+        )
+        write_manifests(recordings, supervisions, manifest_paths(output_dir, "librispeech", part))
+        reports[part] = report.as_dict()
+    write_json(report_path, reports)
+    log_report("librispeech", reports)
+    return reports
+
+
+def log_report(corpus: str, reports: Dict[str, dict]) -> None:
+    for split, r in reports.items():
+        skipped = sum(r["skipped"].values())
+        log.info(
+            f"{corpus}/{split}: {r['utterances']} utterances, {r['speakers']} speakers, "
+            f"{r['hours']:.2f} h; skipped {skipped} {r['skipped'] if skipped else ''}"
+            f"{'; resampled ' + str(r['resampled']) if r['resampled'] else ''}"
+        )
+
+
+# ---------------------------------------------------------------- CLI: asr-kd prepare
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("corpus", choices=sorted(LISTINGS) + ["librispeech"])
+    parser.add_argument("corpus_dir", type=Path, help="the corpus in its official layout")
+    parser.add_argument("output_dir", type=Path, help="where the manifests go (e.g. data/manifests)")
+    parser.add_argument("--test-speaker", default=FSDD_TEST_SPEAKER, help="fsdd: the held-out speaker")
+    parser.add_argument("--parts", nargs="+", default=["auto"], help="librispeech: parts to prepare")
+    parser.add_argument("--force", action="store_true", help="redo even if the manifests exist")
+
+
+def run(args) -> int:
+    kwargs = {}
+    if args.corpus == "fsdd":
+        kwargs["test_speaker"] = args.test_speaker
+    if args.corpus == "librispeech":
+        kwargs["parts"] = args.parts
+    prepare_corpus(args.corpus, args.corpus_dir, args.output_dir, force=args.force, **kwargs)
+    return 0

@@ -1,0 +1,261 @@
+"""40-dim log-mel filterbank features (Kaldi-compatible) and CMVN statistics.
+
+Features are lhotse's ``Fbank`` (a torch port of Kaldi's ``compute-fbank-feats``): 25 ms Povey
+window, 10 ms shift, pre-emphasis 0.97, no dither, ``snip_edges=False`` (one frame per 10 ms,
+``num_frames = round(duration / 0.01)``), 40 mel bins over
+
+| sample rate | mel range |
+|---|---|
+| 16 kHz | 20 Hz to 7600 Hz (``high_freq = -400``, Kaldi's usual wide-band setting) |
+| 8 kHz | 20 Hz to 3800 Hz (``high_freq = -200``) |
+
+They are stored with lilcom compression in ``LilcomChunkyWriter`` archives, one per job chunk,
+written to a temporary name and renamed when complete; the cuts manifest that points at them is
+written last, so its existence means the stage is done. A cut whose audio cannot be read, or that
+is too short for a single frame, or whose features are not finite, is skipped with a warning that
+names it, and counted in ``{corpus}_fbank_{split}.json``.
+
+CMVN statistics (count, sum, sum of squares per speaker and for the whole set) are written to
+``{corpus}_cmvn_{split}.json``; :class:`Cmvn` applies them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+from lhotse import CutSet, Fbank, FbankConfig, LilcomChunkyWriter
+from lhotse.features.base import Features
+from tqdm import tqdm
+
+from asr_kd.utils import Pathlike, atomic_path, outputs_exist, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+NUM_MEL_BINS = 40
+
+
+def fbank_config(sampling_rate: int, num_mel_bins: int = NUM_MEL_BINS) -> FbankConfig:
+    """The project's fbank settings for a corpus at ``sampling_rate`` (see the module docstring)."""
+    high_freq = -400.0 if sampling_rate >= 16000 else -200.0
+    return FbankConfig(
+        sampling_rate=sampling_rate,
+        num_filters=num_mel_bins,
+        low_freq=20.0,
+        high_freq=high_freq,
+        dither=0.0,
+        snip_edges=False,
+    )
+
+
+def mel_range(sampling_rate: int) -> Tuple[float, float]:
+    cfg = fbank_config(sampling_rate)
+    return cfg.low_freq, sampling_rate / 2 + cfg.high_freq
+
+
+def _extract_chunk(cuts_jsonl: List[dict], storage_path: str, sampling_rate: int) -> Tuple[List[dict], List[Tuple[str, str]]]:
+    """Worker: features for one chunk of cuts into one lilcom archive. Returns (cuts, failures)."""
+    import torch
+
+    torch.set_num_threads(1)
+    extractor = Fbank(fbank_config(sampling_rate))
+    done, failed = [], []
+    final = Path(storage_path)
+    with atomic_path(final) as tmp:
+        with LilcomChunkyWriter(tmp) as writer:
+            for d in cuts_jsonl:
+                cut = CutSet.from_dicts([d])[0]
+                source = cut.recording.sources[0].source if cut.has_recording else cut.id
+                try:
+                    samples = cut.load_audio()
+                except Exception as e:
+                    failed.append((source, f"unreadable audio: {type(e).__name__}: {e}"))
+                    continue
+                if not np.isfinite(samples).all():
+                    failed.append((source, "audio has NaN/inf samples"))
+                    continue
+                feats = extractor.extract(samples, cut.sampling_rate) if samples.shape[-1] else np.zeros((0, 0))
+                if feats.shape[0] == 0:
+                    failed.append((source, f"too short for one frame ({cut.duration:.3f} s)"))
+                    continue
+                if not np.isfinite(feats).all():
+                    failed.append((source, "features are not finite"))
+                    continue
+                key = writer.write(cut.id, feats)
+                features = Features(
+                    start=cut.start,
+                    duration=cut.duration,
+                    type=extractor.name,
+                    num_frames=feats.shape[0],
+                    num_features=feats.shape[1],
+                    frame_shift=extractor.frame_shift,
+                    sampling_rate=cut.sampling_rate,
+                    channels=0,
+                    storage_type=writer.name,
+                    storage_path=str(final),
+                    storage_key=key,
+                )
+                cut.features = features
+                done.append(cut.to_dict())
+    return done, failed
+
+
+def compute_fbank(
+    cuts: CutSet,
+    output_cuts: Pathlike,
+    storage_dir: Pathlike,
+    num_jobs: int = 2,
+    chunk_size: int = 200,
+    force: bool = False,
+) -> CutSet:
+    """Compute fbank for every cut; write ``output_cuts`` (cuts with features) and a report beside it."""
+    output_cuts = Path(output_cuts)
+    report_path = output_cuts.with_name(output_cuts.name.replace("_cuts_", "_fbank_").replace(".jsonl.gz", ".json"))
+    if not force and outputs_exist(output_cuts, report_path):
+        log.info(f"{output_cuts} exists; skipping (use --force to redo)")
+        return CutSet.from_file(output_cuts)
+    storage_dir = Path(storage_dir)
+    storage_dir.mkdir(parents=True, exist_ok=True)
+    cut_list = list(cuts)
+    if not cut_list:
+        raise ValueError("no cuts to compute features for")
+    rates = {c.sampling_rate for c in cut_list}
+    if len(rates) != 1:
+        raise ValueError(f"cuts have mixed sample rates {sorted(rates)}; resample them at preparation")
+    (rate,) = rates
+    stem = output_cuts.name.replace(".jsonl.gz", "")
+    chunks = [cut_list[i : i + chunk_size] for i in range(0, len(cut_list), chunk_size)]
+    start = time.time()
+    results: Dict[int, Tuple[List[dict], List[Tuple[str, str]]]] = {}
+    with ProcessPoolExecutor(max_workers=num_jobs) as pool, tqdm(total=len(cut_list), desc=f"fbank {stem}", unit="cut") as bar:
+        futures = {
+            pool.submit(_extract_chunk, [c.to_dict() for c in chunk], str(storage_dir / f"{stem}.{i:04d}.lca"), rate): (i, len(chunk))
+            for i, chunk in enumerate(chunks)
+        }
+        for fut in as_completed(futures):
+            i, n = futures[fut]
+            results[i] = fut.result()
+            bar.update(n)
+    wall = time.time() - start
+    done = [d for i in sorted(results) for d in results[i][0]]
+    failed = [f for i in sorted(results) for f in results[i][1]]
+    for source, reason in failed:
+        log.warning(f"fbank: skipping {source}: {reason}")
+    if not done:
+        raise RuntimeError(f"fbank: no cut produced features ({len(failed)} failures)")
+    out = CutSet.from_dicts(done)
+    with atomic_path(output_cuts) as tmp:
+        out.to_file(tmp)
+    frames = sum(c.num_frames for c in out)
+    audio_s = sum(c.duration for c in out)
+    report = {
+        "cuts": len(out),
+        "skipped": len(failed),
+        "skipped_items": [list(f) for f in failed],
+        "frames": frames,
+        "hours": round(audio_s / 3600, 4),
+        "wall_s": round(wall, 2),
+        "frames_per_s": round(frames / wall, 1),
+        "real_time_factor": round(wall / audio_s, 5),
+        "num_jobs": num_jobs,
+        "sampling_rate": rate,
+        "mel_range_hz": list(mel_range(rate)),
+        "config": fbank_config(rate).to_dict(),
+    }
+    write_json(report_path, report)
+    log.info(
+        f"fbank {stem}: {len(out)} cuts, {frames} frames, {audio_s / 3600:.2f} h in {wall:.1f} s "
+        f"(RTF {wall / audio_s:.4f}); skipped {len(failed)}"
+    )
+    return out
+
+
+# ---------------------------------------------------------------- CMVN
+
+
+def compute_cmvn_stats(cuts: CutSet) -> dict:
+    """Per-speaker and global count / sum / sum of squares of the features (float64)."""
+    speakers: Dict[str, np.ndarray] = {}
+    for cut in tqdm(cuts, desc="cmvn stats", unit="cut"):
+        feats = cut.load_features().astype(np.float64)
+        spk = cut.supervisions[0].speaker if cut.supervisions and cut.supervisions[0].speaker else cut.id
+        acc = speakers.setdefault(spk, np.zeros((3, feats.shape[1])))
+        acc[0] += feats.shape[0]
+        acc[1] += feats.sum(axis=0)
+        acc[2] += (feats**2).sum(axis=0)
+    total = sum(speakers.values())
+
+    def pack(a: np.ndarray) -> dict:
+        return {"count": int(a[0, 0]), "sum": a[1].tolist(), "sumsq": a[2].tolist()}
+
+    return {"global": pack(total), "speakers": {s: pack(a) for s, a in sorted(speakers.items())}}
+
+
+class Cmvn:
+    """Mean (and optionally variance) normalization from saved statistics.
+
+    ``mode="speaker"`` uses the cut's speaker statistics (Kaldi's per-speaker CMVN, falling back
+    to the global ones for an unknown speaker); ``mode="global"`` uses the set's statistics.
+    """
+
+    def __init__(self, stats: dict, mode: str = "speaker", norm_vars: bool = True, floor: float = 1e-6):
+        if mode not in ("speaker", "global"):
+            raise ValueError(f"CMVN mode must be 'speaker' or 'global', not {mode!r}")
+        self.mode = mode
+        self.norm_vars = norm_vars
+
+        def moments(s: dict) -> Tuple[np.ndarray, np.ndarray]:
+            n = max(s["count"], 1)
+            mean = np.asarray(s["sum"]) / n
+            var = np.maximum(np.asarray(s["sumsq"]) / n - mean**2, floor)
+            return mean.astype(np.float32), (1.0 / np.sqrt(var)).astype(np.float32)
+
+        self.global_ = moments(stats["global"])
+        self.speakers = {k: moments(v) for k, v in stats.get("speakers", {}).items()}
+
+    @classmethod
+    def from_file(cls, path: Pathlike, **kwargs) -> "Cmvn":
+        return cls(read_json(path), **kwargs)
+
+    def __call__(self, feats: np.ndarray, speaker: Optional[str] = None) -> np.ndarray:
+        mean, inv_std = self.global_
+        if self.mode == "speaker" and speaker in self.speakers:
+            mean, inv_std = self.speakers[speaker]
+        out = feats - mean
+        return out * inv_std if self.norm_vars else out
+
+    def apply_to_cut(self, cut) -> np.ndarray:
+        spk = cut.supervisions[0].speaker if cut.supervisions else None
+        return self(cut.load_features(), spk)
+
+
+# ---------------------------------------------------------------- CLI: asr-kd fbank
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("manifest_dir", type=Path, help="where `asr-kd prepare` wrote {corpus}_cuts_{split}.jsonl.gz")
+    parser.add_argument("output_dir", type=Path, help="where cuts with features, archives and CMVN stats go")
+    parser.add_argument("--corpus", required=True)
+    parser.add_argument("--splits", nargs="+", default=["train", "test"])
+    parser.add_argument("--num-jobs", type=int, default=2)
+    parser.add_argument("--force", action="store_true")
+
+
+def run(args) -> int:
+    for split in args.splits:
+        src = args.manifest_dir / f"{args.corpus}_cuts_{split}.jsonl.gz"
+        if not src.is_file():
+            raise FileNotFoundError(f"{src} not found: run the prepare stage first")
+        out = args.output_dir / f"{args.corpus}_cuts_{split}.jsonl.gz"
+        cuts = compute_fbank(CutSet.from_file(src), out, args.output_dir / f"feats_{split}",
+                             num_jobs=args.num_jobs, force=args.force)
+        cmvn_path = args.output_dir / f"{args.corpus}_cmvn_{split}.json"
+        if args.force or not cmvn_path.exists():
+            write_json(cmvn_path, compute_cmvn_stats(cuts))
+            log.info(f"wrote {cmvn_path}")
+    return 0

@@ -1,0 +1,37 @@
+# The data stages every corpus recipe shares, sourced by recipes/<corpus>/run.sh after it sets
+# corpus, corpus_dir, download_dir, nj, stage, stop_stage (and optionally prepare_opts, lang_opts,
+# splits, vocab_split).
+#   stage 0: download (skipped when the corpus is found)   stage 1: lhotse manifests
+#   stage 2: fbank features + CMVN stats                   stage 3: lang (lexicon, L.fst)
+splits=${splits:-"train test"}
+vocab_split=${vocab_split:-train}
+prepare_opts=${prepare_opts:-}
+lang_opts=${lang_opts:-}
+
+if stage_on 0; then
+  if [ -e "$corpus_dir" ]; then
+    log "Stage 0: $corpus found at $corpus_dir"
+  else
+    log "Stage 0: $corpus not at $corpus_dir; downloading into $download_dir"
+    corpus_dir=$(asr-kd download $corpus "$download_dir" | tail -n 1)
+  fi
+fi
+[ -e "$corpus_dir" ] || corpus_dir=$(asr-kd download $corpus "$download_dir" | tail -n 1)
+
+if stage_on 1; then
+  log "Stage 1: lhotse manifests for $corpus from $corpus_dir"
+  asr-kd prepare $corpus "$corpus_dir" data/manifests $prepare_opts
+fi
+
+if stage_on 2; then
+  log "Stage 2: 40-dim fbank and CMVN stats"
+  asr-kd fbank data/manifests data/fbank --corpus $corpus --splits $splits --num-jobs $nj
+fi
+
+if stage_on 3; then
+  log "Stage 3: lang (lexicon, phones, words, L.fst)"
+  report=""
+  for s in $splits; do [ "$s" = "$vocab_split" ] || report="$report $s=data/manifests/${corpus}_cuts_$s.jsonl.gz"; done
+  asr-kd lang data/lang --vocab-cuts data/manifests/${corpus}_cuts_$vocab_split.jsonl.gz \
+    --report-cuts $report $lang_opts
+fi

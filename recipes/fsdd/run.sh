@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Free Spoken Digit Dataset: 3000 isolated digits, 6 speakers, 8 kHz; one speaker held out for test.
+# usage: ./run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR] [--test-speaker NAME]
+set -euo pipefail
+cd "$(dirname "$0")"
+
+stage=0
+stop_stage=100
+corpus_dir=          # default: $CORPORA/fsdd, else downloaded into $download_dir
+download_dir=download
+test_speaker=theo
+nj=2
+
+. ../../local/parse_options.sh
+. ../../local/path.sh
+
+corpus=fsdd
+corpus_dir=${corpus_dir:-$CORPORA/fsdd}
+prepare_opts="--test-speaker $test_speaker"
+. ../../local/data_stages.sh

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# speechocean762 (OpenSLR 101): 5000 read English sentences by 250 non-native speakers, 16 kHz,
+# train and test speakers disjoint. The main recipe of the paper's speech experiments.
+# usage: ./run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR]
+set -euo pipefail
+cd "$(dirname "$0")"
+
+stage=0
+stop_stage=100
+corpus_dir=          # default: $CORPORA/speechocean762, else downloaded into $download_dir
+download_dir=download
+nj=2
+
+. ../../local/parse_options.sh
+. ../../local/path.sh
+
+corpus=speechocean762
+corpus_dir=${corpus_dir:-$CORPORA/speechocean762}
+lang_opts="--lexicon $corpus_dir/resource/lexicon.txt"
+. ../../local/data_stages.sh

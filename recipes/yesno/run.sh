@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# yesno (OpenSLR 1): 60 utterances of 8 Hebrew yes/no words, one speaker, 8 kHz.
+# The smallest end-to-end check of the pipeline.
+# usage: ./run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR] [--download-dir DIR]
+set -euo pipefail
+cd "$(dirname "$0")"
+
+stage=0
+stop_stage=100
+corpus_dir=          # default: $CORPORA/yesno/waves_yesno, else downloaded into $download_dir
+download_dir=download
+nj=2
+
+. ../../local/parse_options.sh
+. ../../local/path.sh
+
+corpus=yesno
+corpus_dir=${corpus_dir:-$CORPORA/yesno/waves_yesno}
+. ../../local/data_stages.sh

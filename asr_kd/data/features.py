@@ -31,6 +31,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from lhotse import CutSet, Fbank, FbankConfig, LilcomChunkyWriter
 from lhotse.features.base import Features
+from lhotse.utils import compute_num_frames
 from tqdm import tqdm
 
 from asr_kd.utils import Pathlike, atomic_path, outputs_exist, read_json, write_json
@@ -79,9 +80,13 @@ def _extract_chunk(cuts_jsonl: List[dict], storage_path: str, sampling_rate: int
                 if not np.isfinite(samples).all():
                     failed.append((source, "audio has NaN/inf samples"))
                     continue
-                feats = extractor.extract(samples, cut.sampling_rate) if samples.shape[-1] else np.zeros((0, 0))
-                if feats.shape[0] == 0:
-                    failed.append((source, f"too short for one frame ({cut.duration:.3f} s)"))
+                if compute_num_frames(cut.duration, extractor.frame_shift, cut.sampling_rate) == 0:
+                    failed.append((source, f"too short for one frame ({cut.duration:.4f} s)"))
+                    continue
+                try:
+                    feats = extractor.extract(samples, cut.sampling_rate)
+                except Exception as e:
+                    failed.append((source, f"feature extraction failed: {type(e).__name__}: {e}"))
                     continue
                 if not np.isfinite(feats).all():
                     failed.append((source, "features are not finite"))

@@ -126,24 +126,36 @@ class DiagGmmSet:
         return ll + self.log_weights[pdfs]
 
     # ---- training ----
-    def accumulate(self, x: torch.Tensor, pdfs: torch.Tensor, accs: GmmAccs, chunk: int = 20000) -> float:
+    def accumulate(self, x: torch.Tensor, pdfs: torch.Tensor, accs: GmmAccs) -> float:
         """Viterbi-style accumulation: frame t belongs to pdf ``pdfs[t]``; within the pdf, Gaussian
-        posteriors. Returns the total log-likelihood of the frames."""
+        posteriors. Frames are grouped by pdf so each pdf costs three small matmuls (float64).
+        Returns the total log-likelihood of the frames."""
+        if x.shape[0] == 0:
+            return 0.0
+        x = x.to(self.means.device, torch.float64)
+        pdfs = pdfs.to(self.means.device).long()
+        order = torch.argsort(pdfs)
+        xs, ps = x[order], pdfs[order]
+        uniq, counts = torch.unique_consecutive(ps, return_counts=True)
         tot = 0.0
-        G = self.max_gauss
-        for s in range(0, x.shape[0], chunk):
-            xs = x[s : s + chunk].double()
-            ps = pdfs[s : s + chunk].long()
-            ll = self.aligned_component_loglikes(xs, ps)  # [T, G]
-            frame_ll = torch.logsumexp(ll, dim=1)
-            tot += float(frame_ll.sum())
-            post = torch.exp(ll - frame_ll[:, None])  # [T, G]
-            flat = (ps[:, None] * G + torch.arange(G, device=ps.device)).reshape(-1)
-            accs.occ.view(-1).index_add_(0, flat, post.reshape(-1))
-            px = post[:, :, None] * xs[:, None, :]
-            D = xs.shape[1]
-            accs.x.view(-1, D).index_add_(0, flat, px.reshape(-1, D))
-            accs.x2.view(-1, D).index_add_(0, flat, (px * xs[:, None, :]).reshape(-1, D))
+        prec = 1.0 / self.vars
+        D = self.dim
+        const_all = self.log_weights - 0.5 * (D * LOG_2PI + torch.log(self.vars).sum(2) + (self.means**2 * prec).sum(2))
+        start = 0
+        for p, n in zip(uniq.tolist(), counts.tolist()):
+            xp = xs[start : start + n]
+            start += n
+            used = torch.isfinite(self.log_weights[p])
+            W = torch.cat([-0.5 * prec[p, used], self.means[p, used] * prec[p, used]], dim=1)  # [g, 2D]
+            x2 = xp * xp
+            ll = torch.cat([x2, xp], dim=1) @ W.t() + const_all[p, used]  # [n, g]
+            fl = torch.logsumexp(ll, dim=1)
+            tot += float(fl.sum())
+            post = torch.exp(ll - fl[:, None])
+            idx = used.nonzero()[:, 0]
+            accs.occ[p, idx] += post.sum(0)
+            accs.x[p, idx] += post.t() @ xp
+            accs.x2[p, idx] += post.t() @ x2
         return tot
 
     def new_accs(self) -> GmmAccs:

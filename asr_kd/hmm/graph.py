@@ -44,8 +44,13 @@ class PhoneDag:
         """Frames needed by the shortest path (one frame per HMM state)."""
         best = [math.inf] * self.num_states
         best[0] = 0
-        for s, d, p, _ in sorted(self.arcs):  # states are numbered in topological order
-            best[d] = min(best[d], best[s] + topo[p])
+        changed = True
+        while changed:  # relax until stable (the DAG is small and acyclic)
+            changed = False
+            for s, d, p, _ in self.arcs:
+                if best[s] + topo[p] < best[d]:
+                    best[d] = best[s] + topo[p]
+                    changed = True
         return int(min(best[f] for f in self.finals))
 
 

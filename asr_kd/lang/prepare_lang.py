@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from asr_kd.data.text import normalize_text
 from asr_kd.lang.lexicon import (
     OOV_PHONE,
     OOV_WORD,
@@ -168,7 +169,7 @@ def transcript_words(cuts_paths: Sequence[Pathlike]) -> Counter:
     for path in cuts_paths:
         for cut in load_manifest_lazy(path):
             for sup in cut.supervisions:
-                counts.update((sup.text or "").split())
+                counts.update(normalize_text(sup.text or "").split())
     return counts
 
 

@@ -1,0 +1,171 @@
+"""Monophone and triphone GMM-HMM training (Kaldi's ``train_mono.sh`` and ``train_deltas.sh``).
+
+Both run the same loop: on the scheduled iterations realign the training data with the current
+model (batched k2 forced alignment), accumulate GMM and transition statistics on the fixed
+alignment, MLE-update both, and mix up towards the target number of Gaussians.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from asr_kd.hmm.align import AlignOpts, Alignment, ForcedAligner, equal_align_transcript
+from asr_kd.hmm.gmm import DiagGmmSet, global_mean_var
+from asr_kd.hmm.graph import AlignError
+from asr_kd.hmm.lang_io import LangInfo
+from asr_kd.hmm.topology import HmmTopology, TransitionModel
+from asr_kd.hmm.tree import MonophoneContext
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GmmHmm:
+    """An acoustic model: context dependency (tree), transition model and GMMs."""
+
+    ctx: object
+    trans: TransitionModel
+    gmm: DiagGmmSet
+
+    def save(self, path) -> None:
+        from asr_kd.utils import atomic_path
+
+        with atomic_path(path) as tmp:
+            torch.save({"gmm": self.gmm.state_dict(), "trans": self.trans.to_dict(), "ctx": self.ctx.to_dict()}, tmp)
+
+    @classmethod
+    def load(cls, path) -> "GmmHmm":
+        d = torch.load(path, map_location="cpu")
+        trans = TransitionModel.from_dict(d["trans"])
+        ctx = context_from_dict(d["ctx"], trans.topo)
+        return cls(ctx, trans, DiagGmmSet.from_state_dict(d["gmm"]))
+
+
+def context_from_dict(d: dict, topo: HmmTopology):
+    if d["type"] == "monophone":
+        return MonophoneContext(topo)
+    from asr_kd.hmm.tree import DecisionTree
+
+    return DecisionTree.from_dict(d)
+
+
+@dataclass
+class TrainOpts:
+    num_iters: int = 40
+    realign_iters: Sequence[int] = tuple(list(range(1, 10)) + list(range(10, 40, 2)))
+    init_gauss: Optional[int] = None  # default: one per pdf
+    max_gauss: int = 1000
+    max_iter_inc: int = 30  # reach max_gauss by this iteration
+    power: float = 0.2
+    perturb: float = 0.01
+    min_gaussian_occupancy: float = 10.0
+    var_floor_factor: float = 0.01  # variance floor = factor * global variance
+    align: AlignOpts = field(default_factory=AlignOpts)
+
+
+def _cat(alis: Dict[str, Alignment], feats: Dict[str, np.ndarray], pdf_map=None):
+    utts = sorted(alis)
+    x = torch.from_numpy(np.concatenate([feats[u] for u in utts])) if utts else torch.zeros(0, 1)
+    pdfs = torch.from_numpy(np.concatenate([alis[u].pdfs for u in utts]).astype(np.int64)) if utts else torch.zeros(0, dtype=torch.long)
+    return x, pdfs
+
+
+def train_gmm_hmm(
+    model: GmmHmm,
+    feats: Dict[str, np.ndarray],
+    texts: Dict[str, Sequence[str]],
+    lang: LangInfo,
+    alis: Dict[str, Alignment],
+    opts: TrainOpts,
+    device="cpu",
+    progress: bool = False,
+) -> Tuple[GmmHmm, Dict[str, Alignment], Dict[str, str], List[dict]]:
+    """Run the EM loop from the alignment ``alis`` (equal or from a previous model).
+
+    Returns the model, the last alignment, the utterances left out (with reasons) and a
+    per-iteration history (average per-frame log-likelihood, Gaussians, aligned fraction)."""
+    history: List[dict] = []
+    failures: Dict[str, str] = {}
+    allx = torch.from_numpy(np.concatenate([feats[u] for u in texts if u in feats]))
+    _, gvar = global_mean_var(allx)
+    var_floor = opts.var_floor_factor * gvar
+    del allx
+    cur_gauss = model.gmm.total_gauss()
+    inc = max(0, (opts.max_gauss - cur_gauss)) / max(1, opts.max_iter_inc)
+    x, pdfs = _cat(alis, feats)
+    for it in range(0, opts.num_iters + 1):
+        t0 = time.time()
+        realigned = False
+        if it > 0 and it in set(opts.realign_iters):
+            aligner = ForcedAligner(model.gmm, model.ctx, model.trans, lang, opts.align, device)
+            alis, failures = aligner.align(feats, texts, progress=progress)
+            x, pdfs = _cat(alis, feats)
+            realigned = True
+        if x.shape[0] == 0:
+            raise RuntimeError("no utterance could be aligned; nothing to train on")
+        accs = model.gmm.new_accs()
+        tot_like = model.gmm.accumulate(x, pdfs, accs)
+        taccs = model.trans.new_accs()
+        for a in alis.values():
+            taccs.add_alignment(a.phones, a.states, a.phone_start)
+        stats = model.gmm.update(accs, var_floor=var_floor, min_gaussian_occupancy=opts.min_gaussian_occupancy)
+        trans_obj = model.trans.update(taccs)
+        if it < opts.max_iter_inc or model.gmm.total_gauss() < opts.max_gauss:
+            target = min(opts.max_gauss, int(cur_gauss + inc))
+            cur_gauss = model.gmm.split(target, accs.pdf_occupancy(), power=opts.power, perturb=opts.perturb)
+        row = {
+            "iter": it, "realigned": realigned, "frames": int(x.shape[0]),
+            "loglike_per_frame": tot_like / x.shape[0], "transition_obj_per_frame": trans_obj,
+            "num_gauss": model.gmm.total_gauss(), "num_pdfs": model.gmm.num_pdfs,
+            "utts_aligned": len(alis), "utts_failed": len(failures), "seconds": round(time.time() - t0, 2),
+            **stats,
+        }
+        history.append(row)
+        logger.info("iter %d%s: loglike/frame %.3f over %d frames, %d Gaussians, %d/%d utts aligned",
+                    it, " (realigned)" if realigned else "", row["loglike_per_frame"], row["frames"],
+                    row["num_gauss"], len(alis), len(texts))
+    # final alignment with the final model
+    aligner = ForcedAligner(model.gmm, model.ctx, model.trans, lang, opts.align, device)
+    alis, failures = aligner.align(feats, texts, progress=progress)
+    return model, alis, failures, history
+
+
+def init_monophone(lang: LangInfo, feats: Dict[str, np.ndarray], num_states: int = 3,
+                   num_sil_states: int = 5) -> GmmHmm:
+    """Flat start: every pdf one Gaussian with the global mean and variance (``gmm-init-mono``)."""
+    topo = HmmTopology.build(lang.real_phones, lang.silence_phones, num_states, num_sil_states)
+    ctx = MonophoneContext(topo)
+    allx = torch.from_numpy(np.concatenate(list(feats.values())))
+    mean, var = global_mean_var(allx)
+    return GmmHmm(ctx, TransitionModel.init(topo), DiagGmmSet.single_gaussian(mean, var, ctx.num_pdfs))
+
+
+def equal_align_all(model: GmmHmm, feats, texts, lang: LangInfo, map_oov: bool = True):
+    alis, failures = {}, {}
+    for utt, words in texts.items():
+        if utt not in feats:
+            failures[utt] = "no features"
+            continue
+        try:
+            alis[utt] = equal_align_transcript(feats[utt].shape[0], words, lang, model.ctx, model.trans.topo, map_oov)
+        except AlignError as e:
+            failures[utt] = str(e)
+    return alis, failures
+
+
+def train_mono(lang: LangInfo, feats, texts, opts: Optional[TrainOpts] = None, num_states: int = 3,
+               num_sil_states: int = 5, device="cpu", progress: bool = False):
+    """Monophone system from a flat start; returns ``(model, alignments, failures, history)``."""
+    opts = opts or TrainOpts()
+    model = init_monophone(lang, {u: feats[u] for u in texts if u in feats}, num_states, num_sil_states)
+    alis, failures = equal_align_all(model, feats, texts, lang, opts.align.map_oov)
+    if failures:
+        logger.warning("equal alignment left out %d utterances", len(failures))
+    return train_gmm_hmm(model, feats, texts, lang, alis, opts, device, progress)

@@ -16,9 +16,9 @@ if stage_on 0; then
     corpus_dir=$(asr-kd download $corpus "$download_dir" | tail -n 1)
   fi
 fi
-[ -e "$corpus_dir" ] || corpus_dir=$(asr-kd download $corpus "$download_dir" | tail -n 1)
-
 if stage_on 1; then
+  # Not found where expected: use (or fetch) the copy in $download_dir; a no-op when it is there.
+  [ -e "$corpus_dir" ] || corpus_dir=$(asr-kd download $corpus "$download_dir" | tail -n 1)
   log "Stage 1: lhotse manifests for $corpus from $corpus_dir"
   asr-kd prepare $corpus "$corpus_dir" data/manifests $prepare_opts
 fi

@@ -293,14 +293,28 @@ def prepare_librispeech(
     parts = parts[0] if len(parts) == 1 and parts[0] in ("auto", "mini_librispeech", "all") else list(parts)
     manifests = lhotse_prepare(corpus_dir, dataset_parts=parts, output_dir=None, num_jobs=num_jobs)
     reports = {}
+    rate = SAMPLING_RATE["librispeech"]
     for part, m in manifests.items():
-        recordings, supervisions = m["recordings"], m["supervisions"]
-        supervisions = SupervisionSet.from_segments(s.transform_text(normalize_text) for s in supervisions)
-        report = SplitReport(
-            utterances=len(supervisions),
-            speakers=len({s.speaker for s in supervisions}),
-            hours=sum(r.duration for r in recordings) / 3600,
-        )
+        report = SplitReport()
+        recordings = []
+        for r in m["recordings"]:
+            if r.sampling_rate != rate:
+                log.warning(f"{r.sources[0].source}: sample rate {r.sampling_rate} Hz, expected {rate} Hz: resampling")
+                r = r.resample(rate)
+                report.resampled += 1
+            recordings.append(r)
+        recordings = RecordingSet.from_recordings(recordings)
+        supervisions = []
+        for s in m["supervisions"]:
+            s = s.transform_text(normalize_text)
+            if s.text:
+                supervisions.append(s)
+            else:
+                report.skip(s.recording_id, "empty transcript")
+        supervisions = SupervisionSet.from_segments(supervisions)
+        report.utterances = len(supervisions)
+        report.speakers = len({s.speaker for s in supervisions})
+        report.hours = sum(r.duration for r in recordings) / 3600
         write_manifests(recordings, supervisions, manifest_paths(output_dir, "librispeech", part))
         reports[part] = report.as_dict()
     write_json(report_path, reports)

@@ -169,3 +169,66 @@ def train_mono(lang: LangInfo, feats, texts, opts: Optional[TrainOpts] = None, n
     if failures:
         logger.warning("equal alignment left out %d utterances", len(failures))
     return train_gmm_hmm(model, feats, texts, lang, alis, opts, device, progress)
+
+
+def convert_alignment(ali: Alignment, ctx) -> Alignment:
+    """Same state sequence, pdf-ids from another context dependency (Kaldi's ``convert-ali``)."""
+    left, right = ali.contexts()
+    cache: Dict[tuple, int] = {}
+    pdfs = np.empty(ali.num_frames, dtype=np.int32)
+    for t, key in enumerate(zip(left.tolist(), ali.phones.tolist(), right.tolist(), ali.states.tolist())):
+        v = cache.get(key)
+        if v is None:
+            v = cache[key] = ctx.pdf(*key)
+        pdfs[t] = v
+    return Alignment(pdfs, ali.phones, ali.states, ali.phone_start, ali.loglike)
+
+
+def train_tri(
+    prev: GmmHmm,
+    alis: Dict[str, Alignment],
+    feats: Dict[str, np.ndarray],
+    texts: Dict[str, Sequence[str]],
+    lang: LangInfo,
+    num_leaves: int = 2000,
+    opts: Optional[TrainOpts] = None,
+    min_leaf_count: float = 100.0,
+    device="cpu",
+    progress: bool = False,
+):
+    """Triphone system with decision-tree state tying, from a previous model's alignment.
+
+    Returns ``(model, alignments, failures, history, tree_summary)``."""
+    from asr_kd.hmm.tree import TreeStats, build_tree, cluster_phones, leaf_stats
+
+    opts = opts or TrainOpts(num_iters=35, realign_iters=(10, 20, 30), max_gauss=10000, max_iter_inc=25)
+    topo = prev.trans.topo
+    t0 = time.time()
+    tstats = TreeStats.accumulate(alis, feats)
+    allx = torch.from_numpy(np.concatenate([feats[u] for u in alis]))
+    gmean, gvar = global_mean_var(allx)
+    del allx
+    var_floor = (opts.var_floor_factor * gvar).numpy()
+    max_states = max(topo.num_states.values())
+    questions = cluster_phones(tstats, topo.phones, var_floor, max_states)
+    questions += [[0], sorted({0, *lang.silence_phones})]
+    tree, summary = build_tree(tstats, topo, num_leaves, questions, min_count=min_leaf_count,
+                               var_floor=var_floor)
+    summary["num_questions"] = len(questions)
+    summary["seconds"] = round(time.time() - t0, 2)
+    logger.info("tree: %d leaves from %d seen contexts, likelihood gain %.3f per frame (%.1f s)",
+                tree.num_pdfs, summary["num_contexts_seen"], summary["gain_per_frame"], summary["seconds"])
+    # tied GMMs: one Gaussian per leaf from the pooled statistics (Kaldi's gmm-init-model)
+    ls = torch.from_numpy(leaf_stats(tree, tstats))
+    D = tstats.dim
+    n = ls[:, :1]
+    has = n[:, 0] > 0
+    mean = torch.where(has[:, None], ls[:, 1 : 1 + D] / n.clamp_min(1e-10), gmean[None])
+    var = torch.where(has[:, None], ls[:, 1 + D :] / n.clamp_min(1e-10) - mean**2, gvar[None])
+    var = torch.maximum(var, torch.from_numpy(var_floor)[None]).clamp_min(1e-3)
+    gmm = DiagGmmSet(mean[:, None, :], var[:, None, :], torch.zeros(tree.num_pdfs, 1, dtype=torch.float64))
+    trans = TransitionModel.from_dict(prev.trans.to_dict())
+    model = GmmHmm(tree, trans, gmm)
+    conv = {u: convert_alignment(a, tree) for u, a in alis.items()}
+    model, alis, failures, history = train_gmm_hmm(model, feats, texts, lang, conv, opts, device, progress)
+    return model, alis, failures, history, summary

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# LibriSpeech / mini-LibriSpeech (OpenSLR 12 / 31), prepared through lhotse's own recipe, 16 kHz.
+# For users who have the corpus (or the internet): nothing of it is in ../shared/corpora.
+# usage: ./run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR/LibriSpeech] [--parts "train-clean-5 dev-clean-2"]
+set -euo pipefail
+cd "$(dirname "$0")"
+
+stage=0
+stop_stage=100
+corpus_dir=download/LibriSpeech
+download_dir=download
+parts="train-clean-5 dev-clean-2"   # mini-LibriSpeech; e.g. "train-clean-100 dev-clean test-clean"
+vocab_split=train-clean-5
+nj=2
+
+. ../../local/parse_options.sh
+. ../../local/path.sh
+
+corpus=librispeech
+splits=$parts
+prepare_opts="--parts $parts"
+. ../../local/data_stages.sh

@@ -42,8 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    # Parse the command name first, then let its module add its own arguments.
-    args, _ = parser.parse_known_args(argv)
+    # Parse the command name first (without --help, so that the command's own help shows its
+    # arguments), then let its module add them and parse for real.
+    args, _ = parser.parse_known_args([a for a in argv if a not in ("-h", "--help")])
+    if not getattr(args, "command", None) and ("-h" in argv or "--help" in argv):
+        parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2

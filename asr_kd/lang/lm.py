@@ -1,0 +1,263 @@
+"""N-gram language models: estimation (ours), ARPA files, and G.fst through kaldilm.
+
+``NgramLM.estimate`` counts n-grams of the *training* transcripts and smooths them with
+interpolated modified Kneser-Ney (Chen & Goodman 1998; the default) or Witten-Bell. The lowest
+order interpolates with the uniform distribution over the vocabulary, so every word of the
+lexicon gets probability, seen in training or not. The model is written as ARPA with the
+interpolated probabilities of the seen n-grams and the interpolation weights as back-off weights,
+which represents an interpolated model exactly:
+
+    p(w | h) = p*(w | h)                  if (h, w) is listed
+             = bow(h) * p(w | h')         otherwise (h' = h without its first word)
+
+``ArpaLM`` reads an ARPA file back and evaluates it (probabilities, perplexity), and
+``arpa_to_fst`` makes G with ``kaldilm`` (back-off arcs carry ``#0`` on the input side, so G is
+not an acceptor; ``<s>``/``</s>`` become epsilon and final weights).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from asr_kd.utils import Pathlike, atomic_path, write_text
+
+log = logging.getLogger(__name__)
+
+BOS, EOS = "<s>", "</s>"
+Ngram = Tuple[str, ...]
+
+
+def _kn_discounts(count_of_counts: Counter) -> Tuple[float, float, float]:
+    """Modified-KN discounts D1, D2, D3+ from the counts of counts n1..n4 (Chen & Goodman).
+
+    Small corpora can lack some n_k; fall back to the Kneser-Ney defaults D = 0.5 * k-ish values
+    that keep 0 <= D_k <= k.
+    """
+    n1, n2, n3, n4 = (count_of_counts.get(k, 0) for k in (1, 2, 3, 4))
+    if n1 == 0 or n2 == 0:
+        return 0.5, 1.0, 1.5
+    y = n1 / (n1 + 2 * n2)
+    d1 = 1 - 2 * y * n2 / n1
+    d2 = 2 - 3 * y * n3 / n2 if n3 else 1.0
+    d3 = 3 - 4 * y * n4 / n3 if n3 and n4 else 1.5
+    clamp = lambda d, k: min(max(d, 0.05), k)  # noqa: E731
+    return clamp(d1, 1), clamp(d2, 2), clamp(d3, 3)
+
+
+class NgramLM:
+    """An interpolated n-gram model: ``prob[n][ngram]`` and ``bow[n][history]`` for n = 1..order."""
+
+    def __init__(self, order: int, vocab: Sequence[str]):
+        self.order = order
+        self.vocab = list(dict.fromkeys(w for w in vocab if w not in (BOS, EOS)))
+        self.prob: List[Dict[Ngram, float]] = [dict() for _ in range(order + 1)]
+        self.bow: List[Dict[Ngram, float]] = [dict() for _ in range(order + 1)]
+
+    # ------------------------------------------------------------ estimation
+    @classmethod
+    def estimate(
+        cls,
+        sentences: Iterable[Sequence[str]],
+        vocab: Sequence[str],
+        order: int = 3,
+        smoothing: str = "kn",
+        unk: Optional[str] = "<UNK>",
+    ) -> "NgramLM":
+        """Estimate from tokenized ``sentences``; words outside ``vocab`` are mapped to ``unk``
+        (or dropped from the counts when ``unk`` is None)."""
+        if smoothing not in ("kn", "wb"):
+            raise ValueError(f"smoothing must be 'kn' (modified Kneser-Ney) or 'wb' (Witten-Bell), not {smoothing!r}")
+        lm = cls(order, vocab)
+        known = set(lm.vocab)
+        counts: List[Counter] = [Counter() for _ in range(order + 1)]
+        oov = 0
+        for sent in sentences:
+            words = []
+            for w in sent:
+                if w not in known:
+                    oov += 1
+                    if unk is None:
+                        continue
+                    w = unk
+                words.append(w)
+            tokens = [BOS] + words + [EOS]
+            for i in range(1, len(tokens)):  # every predicted token, with each history length
+                for n in range(1, min(order, i + 1) + 1):
+                    counts[n][tuple(tokens[i - n + 1 : i + 1])] += 1
+        if oov:
+            log.warning(f"LM: {oov} training tokens outside the vocabulary mapped to {unk}")
+        lm._smooth(counts, smoothing)
+        return lm
+
+    def _smooth(self, raw: List[Counter], smoothing: str) -> None:
+        order = self.order
+        # Kneser-Ney lower orders use continuation counts N1+(. w), except n-grams that start
+        # with <s>, which nothing can precede.
+        counts: List[Counter] = [Counter() for _ in range(order + 1)]
+        counts[order] = raw[order]
+        for n in range(order - 1, 0, -1):
+            if smoothing == "kn":
+                cont: Counter = Counter()
+                for g in raw[n + 1]:
+                    cont[g[1:]] += 1
+                for g, c in raw[n].items():
+                    counts[n][g] = c if g[0] == BOS else cont.get(g, 0)
+                counts[n] = Counter({g: c for g, c in counts[n].items() if c > 0})
+            else:
+                counts[n] = raw[n]
+        targets = self.vocab + [EOS]
+        uniform = 1.0 / len(targets)
+        for n in range(1, order + 1):
+            by_hist: Dict[Ngram, Dict[str, int]] = defaultdict(dict)
+            for g, c in counts[n].items():
+                by_hist[g[:-1]][g[-1]] = c
+            if smoothing == "kn":
+                d1, d2, d3 = _kn_discounts(Counter(counts[n].values()))
+            for h, followers in by_hist.items():
+                total = sum(followers.values())
+                if smoothing == "kn":
+                    disc = lambda c: d1 if c == 1 else d2 if c == 2 else d3  # noqa: E731
+                    gamma = sum(disc(c) for c in followers.values()) / total
+                    mass = {w: max(c - disc(c), 0.0) / total for w, c in followers.items()}
+                else:
+                    types = len(followers)
+                    gamma = types / (total + types)
+                    mass = {w: c / (total + types) for w, c in followers.items()}
+                for w, m in mass.items():
+                    lower = uniform if n == 1 else self.prob_of(h[1:], w)
+                    self.prob[n][h + (w,)] = m + gamma * lower
+                if n == 1:
+                    # Unigrams never seen (lexicon words absent from the training text) share gamma.
+                    for w in targets:
+                        if (w,) not in self.prob[1]:
+                            self.prob[1][(w,)] = gamma * uniform
+                else:
+                    self.bow[n - 1][h] = gamma
+        if not self.prob[1]:
+            for w in targets:
+                self.prob[1][(w,)] = uniform
+
+    # ------------------------------------------------------------ evaluation
+    def prob_of(self, history: Ngram, word: str) -> float:
+        """p(word | history) with back-off, history truncated to order - 1 words."""
+        history = tuple(history)[-(self.order - 1):] if self.order > 1 else ()
+        weight = 1.0
+        while True:
+            p = self.prob[len(history) + 1].get(history + (word,))
+            if p is not None:
+                return weight * p
+            if not history:
+                return 0.0
+            weight *= self.bow[len(history)].get(history, 1.0)
+            history = history[1:]
+
+    # ------------------------------------------------------------ ARPA
+    def to_arpa(self) -> str:
+        lines = ["", "\\data\\"]
+        entries = []
+        for n in range(1, self.order + 1):
+            grams = dict(self.prob[n])
+            if n == 1:
+                grams[(BOS,)] = None  # <s> is a context only: probability -99 in ARPA
+            entries.append(grams)
+            lines.append(f"ngram {n}={len(grams)}")
+        for n, grams in enumerate(entries, 1):
+            lines += ["", f"\\{n}-grams:"]
+            for g in sorted(grams, key=lambda g: g):
+                p = grams[g]
+                logp = -99.0 if p is None else math.log10(p)
+                fields = [f"{logp:.6f}", " ".join(g)]
+                if n < self.order and g in self.bow[n]:
+                    fields.append(f"{math.log10(self.bow[n][g]):.6f}")
+                lines.append("\t".join(fields))
+        lines += ["", "\\end\\", ""]
+        return "\n".join(lines)
+
+    def write_arpa(self, path: Pathlike) -> None:
+        write_text(path, self.to_arpa())
+
+
+class ArpaLM:
+    """An ARPA back-off model read from a file (or string), for evaluation and checks."""
+
+    def __init__(self, text: str):
+        self.logp: Dict[Ngram, float] = {}
+        self.logbow: Dict[Ngram, float] = {}
+        self.order = 0
+        section = 0
+        for line in text.splitlines():
+            line = line.strip()
+            if not line or line.startswith("ngram ") or line in ("\\data\\", "\\end\\"):
+                continue
+            if line.startswith("\\") and line.endswith("-grams:"):
+                section = int(line[1:].split("-")[0])
+                self.order = max(self.order, section)
+                continue
+            fields = line.split("\t") if "\t" in line else line.split()
+            if "\t" in line:
+                logp, gram = float(fields[0]), tuple(fields[1].split())
+                bow = float(fields[2]) if len(fields) > 2 else None
+            else:
+                logp, gram = float(fields[0]), tuple(fields[1 : 1 + section])
+                bow = float(fields[1 + section]) if len(fields) > 1 + section else None
+            self.logp[gram] = logp
+            if bow is not None:
+                self.logbow[gram] = bow
+
+    @classmethod
+    def read(cls, path: Pathlike) -> "ArpaLM":
+        return cls(Path(path).read_text(encoding="utf-8"))
+
+    @property
+    def vocab(self) -> List[str]:
+        return [g[0] for g in self.logp if len(g) == 1]
+
+    def log10_prob(self, history: Sequence[str], word: str) -> float:
+        history = tuple(history)[-(self.order - 1):] if self.order > 1 else ()
+        acc = 0.0
+        while True:
+            lp = self.logp.get(history + (word,))
+            if lp is not None:
+                return acc + lp
+            if not history:
+                return -math.inf
+            acc += self.logbow.get(history, 0.0)
+            history = history[1:]
+
+    def perplexity(self, sentences: Iterable[Sequence[str]], unk: str = "<UNK>") -> Tuple[float, int]:
+        """Perplexity over words and </s>; words unknown to the model are scored as ``unk``."""
+        known = set(self.vocab)
+        total, n = 0.0, 0
+        for sent in sentences:
+            hist = [BOS]
+            for w in list(sent) + [EOS]:
+                w = w if w in known else unk
+                total += self.log10_prob(hist, w)
+                hist.append(w)
+                n += 1
+        return 10 ** (-total / max(n, 1)), n
+
+
+def arpa_to_fst_text(arpa: Pathlike, words_txt: Pathlike, disambig_symbol: str = "#0") -> str:
+    """G in OpenFst text form (kaldilm's arpa2fst, natural-log costs)."""
+    import kaldilm
+
+    return kaldilm.arpa2fst(
+        input_arpa=str(arpa),
+        output_fst="",
+        disambig_symbol=disambig_symbol,
+        read_symbol_table=str(words_txt),
+    )
+
+
+def arpa_to_fst(arpa: Pathlike, words_txt: Pathlike, output: Pathlike, disambig_symbol: str = "#0") -> None:
+    """Write G.fst (kaldifst binary, arcs sorted by input label) from an ARPA file."""
+    import kaldifst
+
+    fst = kaldifst.compile(arpa_to_fst_text(arpa, words_txt, disambig_symbol).strip() + "\n", acceptor=False)
+    kaldifst.arcsort(fst, sort_type="ilabel")
+    with atomic_path(output) as tmp:
+        fst.write(str(tmp))

@@ -1,0 +1,177 @@
+"""Scoring: WER in Kaldi's conventions, per-utterance errors, and frame accuracy.
+
+``score_wer`` aligns hypotheses to references with kaldialign and writes, into a decode directory::
+
+    wer_{name}       %WER 10.90 [ 2507 / 23000, 310 ins, 612 del, 1585 sub ]   (+ %SER, scored count)
+    per_utt_{name}   ref / hyp / op lines per utterance (Kaldi's align-text style)
+    errs_{name}      per-utterance alignments ``(ref->hyp)`` and the most frequent errors (icefall style)
+
+so ``grep WER exp/*/decode*/wer_* | sort -k2 -n`` ranks systems as in Kaldi. An utterance with a
+reference but no hypothesis (e.g. an empty lattice) is scored as all deletions and counted; the
+number of scored utterances is always printed, so a table is never silently shortened.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from asr_kd.utils import Pathlike, write_text
+
+log = logging.getLogger(__name__)
+
+EPS = "*"
+
+
+@dataclass
+class WerStats:
+    ref_words: int = 0
+    ins: int = 0
+    dels: int = 0
+    subs: int = 0
+    utterances: int = 0
+    utterances_with_errors: int = 0
+    missing_hyps: int = 0
+
+    @property
+    def errors(self) -> int:
+        return self.ins + self.dels + self.subs
+
+    @property
+    def wer(self) -> float:
+        return 100.0 * self.errors / max(self.ref_words, 1)
+
+    @property
+    def ser(self) -> float:
+        return 100.0 * self.utterances_with_errors / max(self.utterances, 1)
+
+    def kaldi_line(self) -> str:
+        return (f"%WER {self.wer:.2f} [ {self.errors} / {self.ref_words}, "
+                f"{self.ins} ins, {self.dels} del, {self.subs} sub ]")
+
+    def as_dict(self) -> dict:
+        return {"wer": round(self.wer, 2), "errors": self.errors, "ref_words": self.ref_words, "ins": self.ins,
+                "del": self.dels, "sub": self.subs, "ser": round(self.ser, 2), "utterances": self.utterances,
+                "missing_hyps": self.missing_hyps}
+
+
+@dataclass
+class UttAlignment:
+    utt_id: str
+    ref: List[str]
+    hyp: List[str]
+    pairs: List[Tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ops(self) -> List[str]:
+        return ["C" if r == h else "I" if r == EPS else "D" if h == EPS else "S" for r, h in self.pairs]
+
+
+def compute_wer(refs: Mapping[str, Sequence[str]], hyps: Mapping[str, Sequence[str]]) -> Tuple[WerStats, List[UttAlignment]]:
+    """Score every utterance of ``refs``; hypotheses missing from ``hyps`` count as empty."""
+    import kaldialign
+
+    stats = WerStats()
+    alignments = []
+    for utt_id in sorted(refs):
+        ref = list(refs[utt_id])
+        if utt_id not in hyps:
+            stats.missing_hyps += 1
+        hyp = list(hyps.get(utt_id, []))
+        pairs = kaldialign.align(ref, hyp, EPS)
+        a = UttAlignment(utt_id, ref, hyp, pairs)
+        ops = Counter(a.ops)
+        stats.ref_words += len(ref)
+        stats.ins += ops["I"]
+        stats.dels += ops["D"]
+        stats.subs += ops["S"]
+        stats.utterances += 1
+        stats.utterances_with_errors += int(ops["I"] + ops["D"] + ops["S"] > 0)
+        alignments.append(a)
+    extra = set(hyps) - set(refs)
+    if extra:
+        log.warning(f"{len(extra)} hypotheses have no reference and are not scored, e.g. {sorted(extra)[:3]}")
+    if stats.missing_hyps:
+        log.warning(f"{stats.missing_hyps} utterances have no hypothesis; scored as all deletions")
+    return stats, alignments
+
+
+def score_wer(
+    refs: Mapping[str, Sequence[str]],
+    hyps: Mapping[str, Sequence[str]],
+    out_dir: Pathlike,
+    name: str = "test",
+) -> WerStats:
+    """Compute WER and write ``wer_{name}``, ``per_utt_{name}``, ``errs_{name}`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    stats, alignments = compute_wer(refs, hyps)
+    write_text(
+        out_dir / f"wer_{name}",
+        f"{stats.kaldi_line()}\n"
+        f"%SER {stats.ser:.2f} [ {stats.utterances_with_errors} / {stats.utterances} ]\n"
+        f"Scored {stats.utterances} sentences, {stats.missing_hyps} not present in hyp.\n",
+    )
+    per_utt = []
+    for a in alignments:
+        width = [max(len(r), len(h)) for r, h in a.pairs]
+        per_utt.append(f"{a.utt_id} ref  " + " ".join(r.ljust(w) for (r, _), w in zip(a.pairs, width)))
+        per_utt.append(f"{a.utt_id} hyp  " + " ".join(h.ljust(w) for (_, h), w in zip(a.pairs, width)))
+        per_utt.append(f"{a.utt_id} op   " + " ".join(o.ljust(w) for o, w in zip(a.ops, width)))
+        ops = Counter(a.ops)
+        per_utt.append(f"{a.utt_id} #csid {ops['C']} {ops['S']} {ops['I']} {ops['D']}")
+    write_text(out_dir / f"per_utt_{name}", "\n".join(per_utt) + "\n")
+    subs: Counter = Counter()
+    ins: Counter = Counter()
+    dels: Counter = Counter()
+    lines = [stats.kaldi_line(), "", "PER-UTT DETAILS: corr or (ref->hyp)"]
+    for a in alignments:
+        lines.append(f"{a.utt_id}:\t" + " ".join(r if r == h else f"({r}->{h})" for r, h in a.pairs))
+        for r, h in a.pairs:
+            if r == EPS:
+                ins[h] += 1
+            elif h == EPS:
+                dels[r] += 1
+            elif r != h:
+                subs[(r, h)] += 1
+    lines += ["", "SUBSTITUTIONS: count ref -> hyp"] + [f"{c}   {r} -> {h}" for (r, h), c in subs.most_common()]
+    lines += ["", "DELETIONS: count ref"] + [f"{c}   {w}" for w, c in dels.most_common()]
+    lines += ["", "INSERTIONS: count hyp"] + [f"{c}   {w}" for w, c in ins.most_common()]
+    write_text(out_dir / f"errs_{name}", "\n".join(lines) + "\n")
+    log.info(f"{out_dir}/wer_{name}: {stats.kaldi_line()} over {stats.utterances} utterances")
+    return stats
+
+
+def frame_accuracy(predictions: Sequence[np.ndarray], labels: Sequence[np.ndarray], ignore: int = -1) -> Tuple[float, int]:
+    """Percentage of frames whose predicted senone equals the alignment's, and the frame count.
+
+    ``predictions`` are per-utterance arrays of senone ids (argmax of the posteriors) or of
+    posteriors/logits [T, num_senones]; ``labels`` the forced-alignment senones. Frames labelled
+    ``ignore`` are not counted; utterances whose lengths differ are an error, never truncated.
+    """
+    correct = total = 0
+    for pred, lab in zip(predictions, labels):
+        pred = np.asarray(pred)
+        if pred.ndim == 2:
+            pred = pred.argmax(-1)
+        lab = np.asarray(lab)
+        if pred.shape != lab.shape:
+            raise ValueError(f"frame accuracy: {pred.shape[0]} predictions for {lab.shape[0]} labelled frames")
+        keep = lab != ignore
+        correct += int((pred[keep] == lab[keep]).sum())
+        total += int(keep.sum())
+    return 100.0 * correct / max(total, 1), total
+
+
+def best_wer(decode_dir: Pathlike) -> Optional[Tuple[str, float]]:
+    """The ``wer_*`` file with the lowest WER in ``decode_dir`` (Kaldi's utils/best_wer.sh)."""
+    best = None
+    for path in Path(decode_dir).glob("wer_*"):
+        line = path.read_text().splitlines()[0]
+        wer = float(line.split()[1])
+        if best is None or wer < best[1]:
+            best = (path.name, wer)
+    return best

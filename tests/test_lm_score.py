@@ -1,0 +1,83 @@
+"""N-gram LM estimation, ARPA round trip, G.fst, WER and frame accuracy."""
+import math
+
+import kaldifst
+import numpy as np
+import pytest
+
+from asr_kd.lang.lm import EOS, ArpaLM, NgramLM, arpa_to_fst
+from asr_kd.score import compute_wer, frame_accuracy, score_wer
+
+SENTS = [s.split() for s in ["a b c", "a b d", "b c a", "c c", "a", "d a b c", "b b b"]]
+VOCAB = ["a", "b", "c", "d", "never_seen", "<UNK>"]
+
+
+@pytest.mark.parametrize("smoothing", ["kn", "wb"])
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_probabilities_sum_to_one_per_history(smoothing, order):
+    lm = NgramLM.estimate(SENTS, VOCAB, order, smoothing)
+    arpa = ArpaLM(lm.to_arpa())
+    histories = [()] + [h for n in range(1, order) for h in lm.bow[n]]
+    assert len(histories) >= (1 if order == 1 else 4)
+    targets = VOCAB + [EOS]
+    for h in histories:
+        assert sum(lm.prob_of(h, w) for w in targets) == pytest.approx(1.0, abs=1e-9)
+        # ...and the ARPA file (rounded to 6 decimals of log10) says the same.
+        assert sum(10 ** arpa.log10_prob(h, w) for w in targets) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_unseen_vocabulary_words_get_probability_and_test_text_is_not_needed():
+    lm = NgramLM.estimate(SENTS, VOCAB, 3)
+    arpa = ArpaLM(lm.to_arpa())
+    assert 0 < lm.prob_of(("a", "b"), "never_seen") < lm.prob_of(("a", "b"), "c")
+    assert math.isfinite(arpa.log10_prob(("a", "b"), "never_seen"))
+    # Seen continuations beat unseen ones, and the model prefers its training text.
+    ppl_train, n = arpa.perplexity(SENTS)
+    ppl_other, _ = arpa.perplexity([["d", "d", "never_seen", "c"]])
+    assert n == sum(len(s) + 1 for s in SENTS) and ppl_train < ppl_other
+
+
+def test_out_of_vocabulary_training_words_map_to_unk():
+    lm = NgramLM.estimate([["a", "zzz", "b"]], ["a", "b", "<UNK>"], 2)
+    assert ("a", "<UNK>") in lm.prob[2] and not any("zzz" in g for g in lm.prob[2])
+    with pytest.raises(ValueError):
+        NgramLM.estimate(SENTS, VOCAB, 2, smoothing="good-turing")
+
+
+def test_arpa_to_g_fst(tmp_path):
+    words = ["<eps>"] + VOCAB + ["#0", "<s>", "</s>"]
+    (tmp_path / "words.txt").write_text("".join(f"{w} {i}\n" for i, w in enumerate(words)))
+    lm = NgramLM.estimate(SENTS, VOCAB, 2)
+    lm.write_arpa(tmp_path / "lm.arpa")
+    arpa_to_fst(tmp_path / "lm.arpa", tmp_path / "words.txt", tmp_path / "G.fst")
+    G = kaldifst.StdVectorFst.read(str(tmp_path / "G.fst"))
+    ilabels = {a.ilabel for s in range(G.num_states) for a in kaldifst.ArcIterator(G, s)}
+    olabels = {a.olabel for s in range(G.num_states) for a in kaldifst.ArcIterator(G, s)}
+    assert words.index("#0") in ilabels and words.index("#0") not in olabels  # back-off arcs are #0:eps
+    assert words.index("never_seen") in olabels
+
+
+def test_wer_kaldi_conventions(tmp_path):
+    refs = {"u1": "a b c d".split(), "u2": "e f".split(), "u3": "g".split()}
+    hyps = {"u1": "a x c d y".split(), "u2": [], "u4": ["z"]}
+    stats = score_wer(refs, hyps, tmp_path, "test")
+    # u1: 1 sub + 1 ins; u2: 2 del; u3: missing -> 1 del.
+    assert (stats.subs, stats.ins, stats.dels, stats.ref_words) == (1, 1, 3, 7)
+    assert stats.utterances == 3 and stats.missing_hyps == 1
+    line = (tmp_path / "wer_test").read_text().splitlines()[0]
+    assert line == "%WER 71.43 [ 5 / 7, 1 ins, 3 del, 1 sub ]"
+    assert "Scored 3 sentences, 1 not present in hyp." in (tmp_path / "wer_test").read_text()
+    errs = (tmp_path / "errs_test").read_text()
+    assert "(b->x)" in errs and "1   b -> x" in errs
+    assert "u1 #csid 3 1 1 0" in (tmp_path / "per_utt_test").read_text()
+    perfect, _ = compute_wer(refs, refs)
+    assert perfect.wer == 0.0 and perfect.kaldi_line().startswith("%WER 0.00 [ 0 / 7")
+
+
+def test_frame_accuracy():
+    labels = [np.array([0, 1, 2, -1]), np.array([3, 3])]
+    preds = [np.array([0, 1, 0, 5]), np.eye(4)[[3, 2]]]  # ids, and one-hot posteriors
+    acc, n = frame_accuracy(preds, labels)
+    assert n == 5 and acc == pytest.approx(60.0)
+    with pytest.raises(ValueError, match="3 predictions for 2"):
+        frame_accuracy([np.zeros(3)], [np.zeros(2)])

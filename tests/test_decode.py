@@ -1,0 +1,123 @@
+"""HCLG construction on a toy lexicon and exact decoding of toy utterances with k2."""
+import numpy as np
+import pytest
+import torch
+from lhotse import CutSet, MonoCut, SupervisionSegment
+
+from asr_kd.decode import DecodeOpts, Decoder, batches_by_frames, build_graph, rescore_lm_weights
+from asr_kd.lang import Lang, prepare_lang
+from asr_kd.lang.lm import NgramLM, arpa_to_fst
+
+k2 = pytest.importorskip("k2")
+
+
+class Topo:
+    def __init__(self, phones, n=3):
+        self.num_states = {p: n for p in phones}
+
+    def __getitem__(self, p):
+        return self.num_states[p]
+
+
+class MonoCtx:
+    """pdf = 3 * (phone index) + state; context_width 1 (or 3, ignoring the context)."""
+
+    def __init__(self, phones, context_width=1):
+        self.index = {p: i for i, p in enumerate(sorted(phones))}
+        self.context_width = context_width
+        self.num_pdfs = 3 * len(phones)
+
+    def pdf(self, left, phone, right, state):
+        return 3 * self.index[phone] + state
+
+
+class Trans:
+    def __init__(self, topo, loop=0.6):
+        self.topo = topo
+        self.loop = {p: np.full(n, loop) for p, n in topo.num_states.items()}
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    d = tmp_path_factory.mktemp("toy")
+    texts = ["yes no", "no no yes", "yes yes", "no"]
+    cuts = CutSet.from_cuts(
+        MonoCut(id=f"u{i}", start=0, duration=1, channel=0,
+                supervisions=[SupervisionSegment(id=f"u{i}", recording_id=f"u{i}", start=0, duration=1, text=t)])
+        for i, t in enumerate(texts))
+    cuts.to_file(d / "cuts.jsonl.gz")
+    prepare_lang(d / "lang", [d / "cuts.jsonl.gz"])
+    lang = Lang.load(d / "lang")
+    vocab = [w for w in lang.words if w not in ("<eps>", "#0", "<s>", "</s>")]
+    NgramLM.estimate([t.upper().split() for t in texts], vocab, 2).write_arpa(d / "lm.arpa")
+    arpa_to_fst(d / "lm.arpa", d / "lang" / "words.txt", d / "G.fst")
+    phones = [lang.phones[p] for p in lang.silence_phones + lang.nonsilence_phones]
+    return d, lang, phones
+
+
+def loglikes_for(lang, ctx, phone_seq, frames_per_state=3, noise=0.0, seed=0):
+    """Scores that make the given phone sequence's states the clear winners."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for name in phone_seq:
+        p = lang.phones[name]
+        for k in range(3):
+            for _ in range(frames_per_state):
+                row = np.full(ctx.num_pdfs, -8.0) + noise * rng.standard_normal(ctx.num_pdfs)
+                row[ctx.pdf(0, p, 0, k)] = 0.0
+                rows.append(row)
+    return torch.tensor(np.array(rows), dtype=torch.float32)
+
+
+@pytest.mark.parametrize("context_width", [1, 3])
+def test_decode_toy_utterances_exactly(toy, context_width):
+    d, lang, phones = toy
+    topo = Topo(phones)
+    ctx = MonoCtx(phones, context_width)
+    graph = build_graph(d / "lang", d / "G.fst", ctx, Trans(topo), d / f"graph{context_width}")
+    assert graph.labels.min() >= -1 and int(graph.labels.max()) <= ctx.num_pdfs
+    assert not bool((graph.labels == 0).any()), "k2 graph must be input-epsilon-free"
+    utts = {
+        "a": ["SIL", "Y", "EH", "S", "N", "OW", "SIL"],
+        "b": ["N", "OW", "SIL", "N", "OW", "Y", "EH", "S"],
+        "c": ["Y", "EH", "S"],
+    }
+    decoder = Decoder(graph, DecodeOpts(acoustic_scale=1.0))
+    result = decoder.decode([loglikes_for(lang, ctx, seq, noise=0.5) for seq in utts.values()])
+    id2word = {i: w for w, i in lang.words.items()}
+    hyps = [[id2word[w] for w in ws] for ws in result.words]
+    assert hyps == [["YES", "NO"], ["NO", "NO", "YES"], ["YES"]]
+
+
+def test_graph_is_cached_and_rebuilt_when_inputs_change(toy):
+    d, lang, phones = toy
+    topo = Topo(phones)
+    ctx = MonoCtx(phones)
+    build_graph(d / "lang", d / "G.fst", ctx, Trans(topo), d / "graph_cache")
+    mtime = (d / "graph_cache" / "HCLG.pt").stat().st_mtime_ns
+    build_graph(d / "lang", d / "G.fst", ctx, Trans(topo), d / "graph_cache")
+    assert (d / "graph_cache" / "HCLG.pt").stat().st_mtime_ns == mtime
+    build_graph(d / "lang", d / "G.fst", ctx, Trans(topo), d / "graph_cache", self_loop_scale=1.0)
+    assert (d / "graph_cache" / "HCLG.pt").stat().st_mtime_ns != mtime
+
+
+def test_lm_weight_rescoring_and_empty_lattices(toy):
+    d, lang, phones = toy
+    topo = Topo(phones)
+    ctx = MonoCtx(phones)
+    graph = build_graph(d / "lang", d / "G.fst", ctx, Trans(topo), d / "graph1")
+    decoder = Decoder(graph, DecodeOpts(acoustic_scale=1.0))
+    x = loglikes_for(lang, ctx, ["Y", "EH", "S", "N", "OW"])
+    # One frame cannot pass through a word's three HMM states: the lattice is empty, reported as None.
+    result = decoder.decode([x, x[:1]])
+    assert result.words[1] is None and result.lattices[1] is None
+    by_weight = rescore_lm_weights(result.lattices, [0.5, 1.0, 20.0], acoustic_scale=1.0)
+    yes, no = lang.words["YES"], lang.words["NO"]
+    assert by_weight[0.5][0] == [yes, no] and by_weight[0.5][1] is None
+    assert set(by_weight) == {0.5, 1.0, 20.0}
+
+
+def test_batches_by_frames():
+    batches = batches_by_frames([10, 50, 30, 20], max_frames=60)
+    assert sorted(i for b in batches for i in b) == [0, 1, 2, 3]
+    assert all(max([10, 50, 30, 20][i] for i in b) * len(b) <= 60 or len(b) == 1 for b in batches)

@@ -1,0 +1,139 @@
+"""Frame data with splicing, the DNN, training with resume, ensembles and distillation end to end."""
+import numpy as np
+import pytest
+import torch
+
+from asr_kd.nnet import (DnnConfig, Ensemble, FrameSet, TrainConfig, frame_accuracy_of, frame_batches, load_model,
+                         split_by_speaker, subset_utterances, train)
+
+
+def synthetic_frames(num_utts=40, num_senones=6, dim=8, seed=0, frames=30):
+    """Utterances whose senone at t is readable from the features at t-1..t+1, with noise."""
+    g = torch.Generator().manual_seed(seed)
+    means = torch.randn(num_senones, dim, generator=g) * 1.5
+    feats, labels, lengths = [], [], []
+    for u in range(num_utts):
+        y = torch.randint(0, num_senones, (frames // 3,), generator=g).repeat_interleave(3)
+        x = means[y] + torch.randn(len(y), dim, generator=g)
+        feats.append(x)
+        labels.append(y)
+        lengths.append(len(y))
+    lengths = torch.tensor(lengths)
+    ends = torch.cumsum(lengths, 0)
+    return FrameSet(torch.cat(feats), torch.cat(labels), torch.repeat_interleave(torch.arange(num_utts), lengths),
+                    ends - lengths, ends, [f"u{i}" for i in range(num_utts)], [f"spk{i % 8}" for i in range(num_utts)])
+
+
+def test_splice_replicates_edges_and_stays_in_its_utterance():
+    fs = synthetic_frames(num_utts=3, frames=6)
+    x = fs.splice(torch.tensor([0, 6, 11]), left=2, right=1)  # first frame of u0, u1; last of u1
+    d = fs.feat_dim
+    win = x.reshape(3, 4, d)
+    assert torch.equal(win[0, 0], fs.feats[0]) and torch.equal(win[0, 1], fs.feats[0])  # left edge replicated
+    assert torch.equal(win[0, 3], fs.feats[1])
+    assert torch.equal(win[1, 0], fs.feats[6])  # u1 never reads u0's frames
+    assert torch.equal(win[2, 3], fs.feats[11]) and torch.equal(win[2, 0], fs.feats[9])
+
+
+def test_frame_batches_cover_every_labelled_frame_once_and_shard():
+    labels = torch.tensor([0, 1, -1, 2, 3, 4, 5, -1, 6, 7])
+    seen = torch.cat(list(frame_batches(10, 3, epoch=1, seed=0, labels=labels)))
+    assert sorted(seen.tolist()) == [0, 1, 3, 4, 5, 6, 8, 9]
+    r0 = torch.cat(list(frame_batches(10, 2, 1, 0, rank=0, world_size=2, labels=labels)))
+    r1 = torch.cat(list(frame_batches(10, 2, 1, 0, rank=1, world_size=2, labels=labels)))
+    assert len(r0) == len(r1) == 4 and not set(r0.tolist()) & set(r1.tolist())
+    e2 = torch.cat(list(frame_batches(10, 3, epoch=2, seed=0, labels=labels)))
+    assert not torch.equal(seen, e2)  # a new order each epoch
+
+
+def test_speaker_split_and_subsets():
+    fs = synthetic_frames()
+    tr, dev = split_by_speaker(fs, 0.25, seed=0)
+    assert not {fs.speakers[i] for i in tr} & {fs.speakers[i] for i in dev} and len(tr) + len(dev) == 40
+    sub = fs.subset(dev)
+    assert len(sub) == sum(int(fs.ends[i] - fs.starts[i]) for i in dev)
+    assert torch.equal(sub.feats[: int(fs.ends[dev[0]] - fs.starts[dev[0]])], fs.feats[fs.utterance(dev[0])])
+    assert len(subset_utterances(100, 0.03, seed=1)) == 3
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("nnet")
+    fs = synthetic_frames()
+    tr, dev = split_by_speaker(fs, 0.25)
+    train_set, dev_set = fs.subset(tr), fs.subset(dev)
+    cfg = DnnConfig.from_preset("tiny", num_senones=6, feat_dim=8, left_context=1, right_context=1)
+    teachers = []
+    for seed in (1, 2):
+        tc = TrainConfig(epochs=4, batch_size=64, lr=0.1, seed=seed, dtype="fp32", progress=False)
+        train(d / f"teacher{seed}", cfg, tc, train_set, dev_set, meta={"seed": seed})
+        teachers.append(load_model(d / f"teacher{seed}" / "final.pt"))
+    return d, cfg, train_set, dev_set, teachers
+
+
+def test_training_learns_and_exports(trained):
+    d, cfg, train_set, dev_set, teachers = trained
+    m = teachers[0]
+    assert m.meta == {"seed": 1}
+    chance = 100 / 6
+    assert frame_accuracy_of(m, dev_set, dtype="fp32") > 2 * chance
+    assert (d / "teacher1" / "summary.json").exists()
+    # different seeds, different models
+    assert not torch.equal(teachers[0].net[0].weight, teachers[1].net[0].weight)
+
+
+def test_resume_after_interruption(trained, tmp_path):
+    _, cfg, train_set, dev_set, _ = trained
+    tc = TrainConfig(epochs=2, batch_size=64, lr=0.1, seed=3, dtype="fp32", progress=False, patience=0)
+    train(tmp_path / "m", cfg, tc, train_set, dev_set)
+    # Pretend the run died after epoch 2 of 3: drop the exports, keep the checkpoints.
+    (tmp_path / "m" / "final.pt").unlink()
+    (tmp_path / "m" / "summary.json").unlink()
+    tc.epochs = 3
+    summary = train(tmp_path / "m", cfg, tc, train_set, dev_set)
+    assert [h["epoch"] for h in summary["history"]] == [1, 2, 3]
+
+
+def test_distilled_student_and_ensemble(trained, tmp_path):
+    _, cfg, train_set, dev_set, teachers = trained
+    ens = Ensemble(teachers)
+    assert ens(train_set.splice(torch.arange(5), 1, 1)).shape == (2, 5, 6)
+    ens_acc = frame_accuracy_of(ens, dev_set, dtype="fp32")
+    tc = TrainConfig(epochs=3, batch_size=64, lr=0.1, seed=7, dtype="bf16", progress=False, temperature=2.0)
+    summary = train(tmp_path / "student", cfg, tc, train_set, dev_set, teachers=ens)
+    assert summary["distilled"] and summary["num_teachers"] == 2
+    student = load_model(tmp_path / "student" / "final.pt")
+    assert frame_accuracy_of(student, dev_set) > 2 * 100 / 6
+    assert ens_acc > 2 * 100 / 6
+
+
+def test_nan_loss_is_a_clear_error(trained, tmp_path):
+    _, cfg, train_set, dev_set, _ = trained
+    bad = FrameSet(**{**train_set.__dict__, "feats": train_set.feats.clone()})
+    bad.feats[0] = float("nan")
+    tc = TrainConfig(epochs=1, batch_size=10_000, dtype="fp32", progress=False)
+    with pytest.raises(FloatingPointError, match="epoch 1"):
+        train(tmp_path / "nan", cfg, tc, bad, dev_set)
+
+
+def test_label_mismatch_and_missing_labels_are_skipped(corpora, tmp_path):
+    """Real fbank cuts: one with matching labels, one too short, one without labels."""
+    from lhotse import CutSet, NumpyFilesWriter, load_manifest
+
+    from asr_kd.data.corpora import prepare_corpus
+    from asr_kd.data.features import Cmvn, compute_cmvn_stats, compute_fbank
+
+    prepare_corpus("yesno", corpora / "yesno", tmp_path / "m")
+    cuts = load_manifest(tmp_path / "m" / "yesno_cuts_test.jsonl.gz").subset(first=3)
+    cuts = compute_fbank(cuts, tmp_path / "f" / "yesno_cuts_test.jsonl.gz", tmp_path / "f" / "feats", num_jobs=1)
+    out = []
+    with NumpyFilesWriter(tmp_path / "labels") as w:
+        for i, c in enumerate(cuts):
+            n = c.num_frames - (5 if i == 1 else 0)
+            if i < 2:
+                c = c.with_custom("senone", w.store_array(c.id, np.zeros(n, dtype=np.int32), frame_shift=0.01, temporal_dim=0))
+            out.append(c)
+    cuts = CutSet.from_cuts(out)
+    fs, report = FrameSet.from_cuts(cuts, Cmvn(compute_cmvn_stats(cuts)), progress=False)
+    assert report["cuts"] == 1 and report["length_mismatch"] == [out[1].id] and report["no_labels"] == [out[2].id]
+    assert len(fs) == out[0].num_frames

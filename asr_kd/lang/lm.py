@@ -261,3 +261,57 @@ def arpa_to_fst(arpa: Pathlike, words_txt: Pathlike, output: Pathlike, disambig_
     kaldifst.arcsort(fst, sort_type="ilabel")
     with atomic_path(output) as tmp:
         fst.write(str(tmp))
+
+
+# ---------------------------------------------------------------- CLI: asr-kd lm
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--lang-dir", type=Path, required=True, help="its words.txt is the vocabulary")
+    parser.add_argument("--train-cuts", type=Path, nargs="+", required=True,
+                        help="cuts whose transcripts train the LM (training data only)")
+    parser.add_argument("--out-dir", type=Path, required=True, help="e.g. data/lm")
+    parser.add_argument("--order", type=int, default=3)
+    parser.add_argument("--smoothing", choices=["kn", "wb"], default="kn",
+                        help="interpolated modified Kneser-Ney or Witten-Bell")
+    parser.add_argument("--eval-cuts", nargs="*", default=[], metavar="NAME=PATH",
+                        help="sets whose perplexity is reported (never used for estimation)")
+    parser.add_argument("--force", action="store_true")
+
+
+def run(args) -> int:
+    from lhotse import load_manifest_lazy
+
+    from asr_kd.data.text import normalize_text
+    from asr_kd.lang.prepare_lang import read_symbol_table
+    from asr_kd.utils import read_json, write_json
+
+    name = f"{args.order}gram"
+    arpa, g, stats_path = (args.out_dir / f"lm_{name}.arpa", args.out_dir / f"G_{name}.fst",
+                           args.out_dir / f"lm_{name}.json")
+    if not args.force and arpa.exists() and g.exists() and stats_path.exists():
+        log.info(f"{g} exists; skipping (use --force to redo)")
+        return 0
+
+    def sentences(path):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path} not found: run the prepare stage first")
+        return [normalize_text(s.text or "").split() for c in load_manifest_lazy(path) for s in c.supervisions]
+
+    words = read_symbol_table(args.lang_dir / "words.txt")
+    vocab = [w for w in words if w not in ("<eps>", "#0", BOS, EOS)]
+    train = [s for p in args.train_cuts for s in sentences(p)]
+    lm = NgramLM.estimate(train, vocab, args.order, args.smoothing)
+    lm.write_arpa(arpa)
+    arpa_to_fst(arpa, args.lang_dir / "words.txt", g)
+    model = ArpaLM.read(arpa)
+    stats = {"order": args.order, "smoothing": args.smoothing, "vocabulary": len(vocab),
+             "train_sentences": len(train), "ngrams": {n: len(lm.prob[n]) for n in range(1, args.order + 1)},
+             "perplexity": {}}
+    for item in [f"train={p}" for p in args.train_cuts[:1]] + list(args.eval_cuts):
+        set_name, _, path = item.partition("=")
+        ppl, n = model.perplexity(sentences(path))
+        stats["perplexity"][set_name] = {"perplexity": round(ppl, 2), "tokens": n}
+        log.info(f"LM {name}: {set_name} perplexity {ppl:.2f} over {n} tokens")
+    write_json(stats_path, stats)
+    return 0

@@ -1,0 +1,122 @@
+"""Acoustic scorers: per-frame senone log-likelihoods for the decoder, from a GMM or from DNNs.
+
+- :class:`GmmScorer`: ``exp/<gmm>/final.mdl``; MFCC + deltas with per-speaker CMVN from the fbank,
+  GMM log-likelihoods.
+- :class:`DnnScorer`: one ``final.pt`` or several (an ensemble, combined by the arithmetic mean of
+  their posteriors); per-speaker CMVN of the fbank, ``log p(s | x) - log p(s)`` with the senone
+  priors saved in the model (pseudo log-likelihoods, the hybrid recipe).
+
+Both expose the context dependency and transition model of the GMM system that defined the
+senones (for HCLG), and take ``(utt_id, speaker, fbank)`` items so that manifests and plain
+audio files decode the same way.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Dict, Iterable, List, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from asr_kd.utils import Pathlike
+
+log = logging.getLogger(__name__)
+
+Item = Tuple[str, str, np.ndarray]  # (utt_id, speaker, fbank [T, 40])
+
+
+def _load_gmm(gmm_dir: Pathlike):
+    from asr_kd.hmm.train import GmmHmm
+
+    path = Path(gmm_dir) / "final.mdl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: train the GMM system first")
+    return GmmHmm.load(path)
+
+
+class GmmScorer:
+    kind = "gmm"
+
+    def __init__(self, gmm_dir: Pathlike, device: str = "cpu"):
+        self.gmm_dir = Path(gmm_dir)
+        self.model = _load_gmm(gmm_dir)
+        self.ctx, self.trans = self.model.ctx, self.model.trans
+        self.model_files = [self.gmm_dir / "tree.json", self.gmm_dir / "transitions.json"]
+        self.device = device
+
+    @property
+    def num_pdfs(self) -> int:
+        return self.ctx.num_pdfs
+
+    def loglikes(self, items: Sequence[Item]) -> Dict[str, torch.Tensor]:
+        from asr_kd.hmm.features import compute_features
+
+        feats, rejected = compute_features(items)
+        gmm = self.model.gmm.to(self.device)
+        return {u: gmm.loglikes(torch.from_numpy(x).to(self.device)).float().cpu() for u, x in feats.items()}
+
+
+class DnnScorer:
+    kind = "dnn"
+
+    def __init__(self, model_paths: Sequence[Pathlike], device: str = "cpu", dtype: str = "bf16"):
+        from asr_kd.nnet.model import Ensemble, load_model
+
+        models = [load_model(p, device) for p in model_paths]
+        self.model = Ensemble(models)
+        meta = models[0].meta
+        if "gmm_dir" not in meta or "log_priors" not in meta:
+            raise ValueError(f"{model_paths[0]}: model metadata lacks gmm_dir/log_priors; was it trained by asr-kd nnet?")
+        self.gmm_dir = Path(meta["gmm_dir"])
+        gmm = _load_gmm(self.gmm_dir)
+        self.ctx, self.trans = gmm.ctx, gmm.trans
+        self.model_files = [self.gmm_dir / "tree.json", self.gmm_dir / "transitions.json"]
+        self.log_priors = torch.tensor(meta["log_priors"], dtype=torch.float32)
+        if self.log_priors.numel() != self.ctx.num_pdfs:
+            raise ValueError(f"model has {self.log_priors.numel()} senones but {self.gmm_dir} has {self.ctx.num_pdfs}")
+        self.device, self.dtype = device, dtype
+        self.sampling_rate = meta.get("sampling_rate")
+
+    @property
+    def num_pdfs(self) -> int:
+        return self.ctx.num_pdfs
+
+    def loglikes(self, items: Sequence[Item]) -> Dict[str, torch.Tensor]:
+        from asr_kd.data.features import Cmvn
+        from asr_kd.nnet.data import FrameSet
+        from asr_kd.nnet.train import predict
+
+        items = [(u, s, np.asarray(x, dtype=np.float32)) for u, s, x in items if len(x)]
+        stats = _cmvn_stats(items)
+        cmvn = Cmvn(stats, mode="speaker")
+        feats = [torch.from_numpy(cmvn(x, s)) for _, s, x in items]
+        lengths = torch.tensor([len(f) for f in feats])
+        ends = torch.cumsum(lengths, 0)
+        frames = FrameSet(torch.cat(feats), torch.full((int(ends[-1]),), -1), torch.repeat_interleave(
+            torch.arange(len(feats)), lengths), ends - lengths, ends, [u for u, _, _ in items], [s for _, s, _ in items])
+        logits = predict(self.model, frames, device=self.device, dtype=self.dtype)  # [K, N, S]
+        log_post = torch.logsumexp(torch.log_softmax(logits, -1), 0) - np.log(logits.shape[0])
+        scores = log_post - self.log_priors
+        return {u: scores[frames.utterance(i)] for i, (u, _, _) in enumerate(items)}
+
+
+def _cmvn_stats(items: Sequence[Item]) -> dict:
+    acc: Dict[str, np.ndarray] = {}
+    for _, spk, x in items:
+        a = acc.setdefault(spk, np.zeros((3, x.shape[1])))
+        a[0] += len(x)
+        a[1] += x.sum(0)
+        a[2] += (x.astype(np.float64) ** 2).sum(0)
+    pack = lambda a: {"count": int(a[0, 0]), "sum": a[1].tolist(), "sumsq": a[2].tolist()}  # noqa: E731
+    return {"global": pack(sum(acc.values())), "speakers": {s: pack(a) for s, a in acc.items()}}
+
+
+def load_scorer(models: Sequence[Pathlike], device: str = "cpu"):
+    """A GMM directory, or one or more DNN ``.pt`` files (an ensemble)."""
+    paths = [Path(m) for m in models]
+    if len(paths) == 1 and paths[0].is_dir():
+        return GmmScorer(paths[0], device)
+    if all(p.suffix == ".pt" for p in paths):
+        return DnnScorer(paths, device)
+    raise ValueError(f"--model takes a GMM directory (with final.mdl) or DNN .pt files, not {models}")

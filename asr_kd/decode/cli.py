@@ -1,0 +1,180 @@
+"""``asr-kd decode``: decode a data set (manifests) or audio files with a GMM or DNN model.
+
+Data set::
+
+    asr-kd decode --model exp/tri1 --lang-dir data/lang --lm data/lm/G_3gram.fst \\
+        --cuts data/fbank/X_cuts_test.jsonl.gz --out-dir exp/tri1/decode_test --lm-weights 7 9 11 13 15 17
+
+writes ``wer_{lmwt}``, ``per_utt_{lmwt}``, ``errs_{lmwt}``, ``hyp_{lmwt}.txt`` per LM weight and
+``decode.json`` (scored utterances, empty lattices, real-time factor, the best LM weight). Tune the
+LM weight on a dev set and pass the chosen one to the test set with ``--lm-weights W``.
+
+Audio files (wav, flac, ogg/opus; resampled to the model's rate) print one transcript per file::
+
+    asr-kd decode --model exp/dnn_distilled_T2/final.pt --lang-dir data/lang --lm data/lm/G_3gram.fst \\
+        --audio a.wav b.flac
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from asr_kd.utils import write_json, write_text
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", nargs="+", required=True,
+                        help="a GMM dir (final.mdl), or DNN final.pt file(s): several make an ensemble")
+    parser.add_argument("--lang-dir", type=Path, required=True)
+    parser.add_argument("--lm", type=Path, required=True, help="G.fst (from asr-kd lm)")
+    parser.add_argument("--graph-dir", type=Path, help="HCLG cache (default: <gmm dir>/graph_<lm name>)")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--cuts", type=Path, help="cuts with fbank features and reference transcripts")
+    src.add_argument("--audio", type=Path, nargs="+", help="audio files to transcribe")
+    parser.add_argument("--out-dir", type=Path, help="decode directory (required with --cuts)")
+    parser.add_argument("--lm-weights", type=float, nargs="+", default=[10.0],
+                        help="LM weights to score (lattice rescoring; 1/acoustic scale is the first pass)")
+    parser.add_argument("--acoustic-scale", type=float, default=0.1)
+    parser.add_argument("--search-beam", type=float, default=20.0)
+    parser.add_argument("--output-beam", type=float, default=8.0)
+    parser.add_argument("--max-active", type=int, default=10000)
+    parser.add_argument("--min-active", type=int, default=30)
+    parser.add_argument("--max-batch-frames", type=int, default=20000)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--force", action="store_true")
+
+
+def audio_items(paths: List[Path], sampling_rate: int):
+    """(id, speaker, fbank) for audio files; each file is its own speaker for CMVN."""
+    from lhotse import Fbank, Recording
+
+    from asr_kd.data.features import fbank_config
+
+    extractor = Fbank(fbank_config(sampling_rate))
+    items = []
+    for p in paths:
+        try:
+            rec = Recording.from_file(p)
+        except Exception as e:
+            log.error(f"{p}: cannot read audio ({type(e).__name__}: {e}); skipped")
+            continue
+        if rec.sampling_rate != sampling_rate:
+            rec = rec.resample(sampling_rate)
+        samples = rec.load_audio()[:1]
+        items.append((str(p), str(p), extractor.extract(samples, sampling_rate)))
+    return items
+
+
+def decode_items(scorer, graph, items, opts, lm_weights):
+    """Hypotheses (word ids or None) per LM weight, and timing."""
+    from asr_kd.decode.decoder import Decoder, batches_by_frames, rescore_lm_weights
+
+    decoder = Decoder(graph, opts)
+    lengths = [len(x) for _, _, x in items]
+    lattices: Dict[str, object] = {}
+    t_am = t_search = 0.0
+    for batch in batches_by_frames(lengths, opts.max_batch_frames):
+        sub = [items[i] for i in batch]
+        t0 = time.time()
+        scores = scorer.loglikes(sub)
+        t1 = time.time()
+        ids = [u for u, _, _ in sub if u in scores]
+        result = decoder.decode([scores[u] for u in ids])
+        t_search += time.time() - t1
+        t_am += t1 - t0
+        lattices.update(zip(ids, result.lattices))
+    ids = [u for u, _, _ in items]
+    lats = [lattices.get(u) for u in ids]
+    hyps = rescore_lm_weights(lats, lm_weights, opts.acoustic_scale)
+    return ids, hyps, {"acoustic_s": round(t_am, 2), "search_s": round(t_search, 2),
+                       "empty_lattices": sum(1 for x in lats if x is None)}
+
+
+def run(args) -> int:
+    import k2  # noqa: F401  (fail early with a clear message if k2 is missing)
+    from lhotse import load_manifest
+
+    from asr_kd.decode.acoustic import load_scorer
+    from asr_kd.decode.decoder import DecodeOpts
+    from asr_kd.decode.graph import build_graph
+    from asr_kd.lang import Lang
+    from asr_kd.score import score_wer
+
+    scorer = load_scorer(args.model, args.device)
+    graph_dir = args.graph_dir or scorer.gmm_dir / f"graph_{args.lm.stem}"
+    graph = build_graph(args.lang_dir, args.lm, scorer.ctx, scorer.trans, graph_dir, scorer.model_files)
+    lang = Lang.load(args.lang_dir)
+    id2word = {i: w for w, i in lang.words.items()}
+    opts = DecodeOpts(acoustic_scale=args.acoustic_scale, search_beam=args.search_beam, output_beam=args.output_beam,
+                      min_active_states=args.min_active, max_active_states=args.max_active,
+                      max_batch_frames=args.max_batch_frames, device=args.device)
+    words = lambda ws: [] if ws is None else [id2word[w] for w in ws]  # noqa: E731
+
+    if args.audio:
+        rate = getattr(scorer, "sampling_rate", None) or 16000
+        items = audio_items(args.audio, rate)
+        ids, hyps, _ = decode_items(scorer, graph, items, opts, args.lm_weights[:1])
+        for u, ws in zip(ids, hyps[args.lm_weights[0]]):
+            print(f"{u}\t{' '.join(words(ws))}")
+        return 0
+
+    if args.out_dir is None:
+        raise SystemExit("--out-dir is required with --cuts")
+    summary_path = args.out_dir / "decode.json"
+    if summary_path.exists() and not args.force:
+        log.info(f"{summary_path} exists; skipping (use --force to redo)")
+        return 0
+    if not args.cuts.is_file():
+        raise FileNotFoundError(f"{args.cuts} not found: run the feature stage first")
+    cuts = load_manifest(args.cuts)
+    refs, items = {}, []
+    oov_refs = 0
+    for c in cuts:
+        text = " ".join(s.text or "" for s in c.supervisions).split()
+        oov_refs += sum(1 for w in text if w not in lang.words)
+        refs[c.id] = text
+        items.append((c.id, c.supervisions[0].speaker if c.supervisions else c.id, c.load_features()))
+    if oov_refs:
+        log.warning(f"{oov_refs} reference words are outside the vocabulary (they count as errors)")
+    t0 = time.time()
+    ids, hyps, timing = decode_items(scorer, graph, items, opts, args.lm_weights)
+    wall = time.time() - t0
+    audio_s = sum(c.duration for c in cuts)
+    results = {}
+    for w in args.lm_weights:
+        name = f"{w:g}"
+        hyp = {u: words(ws) for u, ws in zip(ids, hyps[w]) if ws is not None}
+        write_text(args.out_dir / f"hyp_{name}.txt", "".join(f"{u} {' '.join(hyp.get(u, []))}\n" for u in ids))
+        stats = score_wer(refs, hyp, args.out_dir, name)
+        results[name] = stats.as_dict()
+    best = min(results, key=lambda k: results[k]["wer"])
+    summary = {
+        "model": [str(m) for m in args.model],
+        "cuts": str(args.cuts),
+        "graph_dir": str(graph_dir),
+        "utterances": len(ids),
+        "scored": results[best]["utterances"],
+        "empty_lattices": timing["empty_lattices"],
+        "oov_reference_words": oov_refs,
+        "frames": int(sum(len(x) for _, _, x in items)),
+        "audio_s": round(audio_s, 2),
+        "wall_s": round(wall, 2),
+        "real_time_factor": round(wall / max(audio_s, 1e-9), 4),
+        "search_real_time_factor": round(timing["search_s"] / max(audio_s, 1e-9), 4),
+        **timing,
+        "opts": vars(opts),
+        "best_lm_weight": float(best),
+        "wer": results[best]["wer"],
+        "by_lm_weight": results,
+    }
+    write_json(summary_path, summary)
+    log.info(f"{args.out_dir}: best LM weight {best}: %WER {results[best]['wer']:.2f} over {len(ids)} utterances "
+             f"({timing['empty_lattices']} empty lattices), RTF {summary['real_time_factor']}")
+    return 0

@@ -1,0 +1,154 @@
+"""``asr-kd nnet <step>``: DNN teachers, distilled students, frame accuracy.
+
+    # a teacher (or the baseline): hard senone labels from the GMM alignment
+    asr-kd nnet train --cuts data/senones/X_cuts_train.jsonl.gz --gmm-dir exp/tri1 \\
+        --exp-dir exp/dnn_seed1 --preset cpu --seed 1
+    # a student distilled from K teachers at temperature T
+    asr-kd nnet train --cuts ... --gmm-dir exp/tri1 --exp-dir exp/dnn_distilled_T2 --preset cpu \\
+        --teachers exp/dnn_seed{1,2,3,4}/final.pt --temperature 2 --hard-weight 0.5
+    # frame accuracy of a model, or of an ensemble (several models)
+    asr-kd nnet eval --models exp/dnn_seed*/final.pt --cuts data/senones/X_cuts_test.jsonl.gz --out exp/x.json
+
+The dev set for early stopping and learning-rate halving is a fixed set of training speakers
+(``--dev-fraction``, ``--dev-seed``), the same for every model of a recipe; ``--subset-fraction``
+trains on a random part of the remaining utterances (the paper's 3% experiment).
+Run under ``torchrun --nproc-per-node N asr-kd ...`` (or ``python -m torch.distributed.run``) for DDP.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from asr_kd.utils import read_json, write_json
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="nnet_step", metavar="STEP", required=True)
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = sub.add_parser("train", help="train a DNN on hard labels, or distill one from teachers", formatter_class=fmt)
+    p.add_argument("--cuts", type=Path, required=True, help="training cuts with fbank and 'senone' labels")
+    p.add_argument("--gmm-dir", type=Path, required=True, help="the GMM system that made the labels (priors, tree)")
+    p.add_argument("--exp-dir", type=Path, required=True)
+    p.add_argument("--frames-cache", type=Path, help="cache of the loaded frames (speeds up later runs)")
+    p.add_argument("--preset", default="cpu", help="paper, cpu, small, tiny")
+    p.add_argument("--hidden-layers", type=int)
+    p.add_argument("--hidden-dim", type=int)
+    p.add_argument("--left-context", type=int)
+    p.add_argument("--right-context", type=int)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--patience", type=int, default=3, help="early stopping (epochs without dev improvement; 0 = off)")
+    p.add_argument("--max-frames-per-epoch", type=int, default=0)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dev-fraction", type=float, default=0.05)
+    p.add_argument("--dev-seed", type=int, default=0)
+    p.add_argument("--subset-fraction", type=float, default=1.0, help="train on this fraction of utterances")
+    p.add_argument("--subset-seed", type=int, default=0)
+    p.add_argument("--teachers", type=Path, nargs="*", default=[], help="teacher final.pt files: distillation")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--hard-weight", type=float, default=0.5)
+    p.add_argument("--soft-weight", type=float, default=1.0)
+    p.add_argument("--ensemble-method", choices=["arithmetic", "geometric"], default="arithmetic")
+    p.add_argument("--logit-matching", action="store_true", help="match zero-meaned logits instead (high-T limit)")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("eval", help="frame accuracy of a model or an ensemble", formatter_class=fmt)
+    p.add_argument("--models", type=Path, nargs="+", required=True)
+    p.add_argument("--cuts", type=Path, required=True, help="cuts with 'senone' labels")
+    p.add_argument("--frames-cache", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="JSON with the frame accuracy")
+    p.add_argument("--subset-fraction", type=float, default=1.0,
+                   help="evaluate on the same utterance subset a --subset-fraction model trained on")
+    p.add_argument("--subset-seed", type=int, default=0)
+    p.add_argument("--dev-fraction", type=float, default=0.0, help="drop these dev speakers first (train-set eval)")
+    p.add_argument("--dev-seed", type=int, default=0)
+    p.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_frames(cuts_path: Path, cache: Path = None):
+    """A FrameSet for a cuts manifest, per-speaker CMVN, from the cache when it is fresh."""
+    from lhotse import load_manifest
+
+    from asr_kd.data.features import Cmvn, compute_cmvn_stats
+    from asr_kd.nnet.data import FrameSet
+
+    if not cuts_path.is_file():
+        raise FileNotFoundError(f"{cuts_path} not found: run the alignment (senone labels) stage first")
+    if cache is not None and cache.exists() and cache.stat().st_mtime >= cuts_path.stat().st_mtime:
+        return FrameSet.load(cache)
+    cuts = load_manifest(cuts_path)
+    frames, report = FrameSet.from_cuts(cuts, Cmvn(compute_cmvn_stats(cuts), mode="speaker"))
+    log.info(f"{cuts_path}: {report['cuts']} cuts, {report['frames']} frames; skipped "
+             f"{len(report['no_labels'])} without labels, {len(report['length_mismatch'])} with a length mismatch")
+    if cache is not None:
+        frames.save(cache)
+    return frames
+
+
+def _splits(frames, dev_fraction, dev_seed, subset_fraction, subset_seed):
+    from asr_kd.nnet.data import split_by_speaker, subset_utterances
+
+    train_utts, dev_utts = split_by_speaker(frames, dev_fraction, dev_seed)
+    if subset_fraction < 1.0:
+        keep = subset_utterances(len(train_utts), subset_fraction, subset_seed)
+        train_utts = [train_utts[i] for i in keep]
+    return train_utts, dev_utts
+
+
+def run(args) -> int:
+    from asr_kd.nnet.model import DnnConfig, Ensemble, load_model
+    from asr_kd.nnet.train import TrainConfig, frame_accuracy_of, train
+
+    frames = load_frames(args.cuts, args.frames_cache)
+    if args.nnet_step == "eval":
+        if args.dev_fraction or args.subset_fraction < 1.0:
+            utts, _ = _splits(frames, args.dev_fraction, args.dev_seed, args.subset_fraction, args.subset_seed)
+            frames = frames.subset(utts)
+        models = [load_model(p, args.device) for p in args.models]
+        model = models[0] if len(models) == 1 else Ensemble(models)
+        acc = frame_accuracy_of(model, frames, args.device, args.dtype)
+        write_json(args.out, {"models": [str(p) for p in args.models], "cuts": str(args.cuts),
+                              "frame_accuracy": acc, "frames": len(frames), "utterances": len(frames.cut_ids)})
+        log.info(f"frame accuracy {acc:.2f}% over {len(frames)} frames -> {args.out}")
+        return 0
+
+    priors = read_json(args.gmm_dir / "priors.json")
+    train_utts, dev_utts = _splits(frames, args.dev_fraction, args.dev_seed, args.subset_fraction, args.subset_seed)
+    if not dev_utts:
+        raise SystemExit("the dev split is empty: raise --dev-fraction (needs at least two speakers)")
+    train_set, dev_set = frames.subset(train_utts), frames.subset(dev_utts)
+    model_cfg = DnnConfig.from_preset(
+        args.preset, num_senones=priors["num_pdfs"], feat_dim=frames.feat_dim, hidden_layers=args.hidden_layers,
+        hidden_dim=args.hidden_dim, left_context=args.left_context, right_context=args.right_context)
+    if int(frames.labels.max()) >= model_cfg.num_senones:
+        raise ValueError(f"labels go up to {int(frames.labels.max())} but {args.gmm_dir} has {model_cfg.num_senones} senones")
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+                      momentum=args.momentum, patience=args.patience, seed=args.seed, dtype=args.dtype,
+                      device=args.device, max_frames_per_epoch=args.max_frames_per_epoch,
+                      temperature=args.temperature, hard_weight=args.hard_weight, soft_weight=args.soft_weight,
+                      ensemble_method=args.ensemble_method, logit_matching=args.logit_matching,
+                      progress=not args.no_progress)
+    teachers = Ensemble([load_model(p, args.device) for p in args.teachers]) if args.teachers else None
+    from lhotse import load_manifest_lazy
+
+    first = next(iter(load_manifest_lazy(args.cuts)))
+    meta = {"gmm_dir": str(args.gmm_dir), "log_priors": priors["log_priors"], "cmvn": "speaker",
+            "sampling_rate": first.sampling_rate, "feature": "fbank-40", "train_cuts": str(args.cuts),
+            "teachers": [str(p) for p in args.teachers], "seed": args.seed}
+    t0 = time.time()
+    summary = train(args.exp_dir, model_cfg, cfg, train_set, dev_set, teachers, meta)
+    log.info(f"{args.exp_dir}: best dev frame accuracy {summary['best_dev_frame_accuracy']:.2f}% "
+             f"(epoch {summary['best_epoch']}) in {time.time() - t0:.0f} s")
+    return 0

@@ -3,7 +3,7 @@
 # splits, vocab_split).
 #   stage 0: download (skipped when the corpus is found)   stage 1: lhotse manifests
 #   stage 2: fbank features + CMVN stats                   stage 3: lang (lexicon, L.fst)
-splits=${splits:-"train test"}
+splits=${splits:-"train dev test"}
 vocab_split=${vocab_split:-train}
 prepare_opts=${prepare_opts:-}
 lang_opts=${lang_opts:-}

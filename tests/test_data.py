@@ -31,10 +31,12 @@ def test_normalize_text():
 
 
 def test_prepare_yesno(corpora, tmp_path):
-    reports = prepare_corpus("yesno", corpora / "yesno" / "waves_yesno", tmp_path)
-    assert reports["train"]["utterances"] == 30 and reports["test"]["utterances"] == 30
+    reports = prepare_corpus("yesno", corpora / "yesno" / "waves_yesno", tmp_path, dev_fraction=0.1)
+    assert reports["train"]["utterances"] == 27 and reports["dev"]["utterances"] == 3
+    assert reports["test"]["utterances"] == 30
     cuts = load_manifest(tmp_path / "yesno_cuts_train.jsonl.gz")
-    assert len(cuts) == 30
+    assert len(cuts) == 27
+    assert not set(cuts.ids) & set(load_manifest(tmp_path / "yesno_cuts_dev.jsonl.gz").ids)
     words = {w for c in cuts for w in c.supervisions[0].text.split()}
     assert words == {"YES", "NO"}
     assert all(c.sampling_rate == 8000 and len(c.supervisions[0].text.split()) == 8 for c in cuts)
@@ -74,6 +76,19 @@ def test_speechocean762_listing(corpora):
     # A small subset through the audio checks: opus is readable at 16 kHz.
     recs, sups, report = build_manifests(splits["test"][:5], 16000)
     assert report.utterances == 5 and all(r.sampling_rate == 16000 for r in recs)
+
+
+def test_dev_split_by_speaker_when_there_are_many(corpora):
+    from asr_kd.data.corpora import carve_dev
+
+    train = list_speechocean762(corpora / "speechocean762")["train"]
+    rest, dev = carve_dev(train, 0.05, seed=0)
+    assert len({u.speaker for u in dev}) == 6 and not {u.speaker for u in dev} & {u.speaker for u in rest}
+    assert len(rest) + len(dev) == 2500
+    assert carve_dev(train, 0.05, seed=0)[1] == dev  # deterministic
+    few = list_fsdd(corpora / "fsdd")["train"][:40]  # few speakers: every 20th utterance
+    rest, dev = carve_dev(few, 0.05)
+    assert len(dev) == 2 and len(rest) == 38
 
 
 def test_missing_corpus_dir_is_a_clear_error(tmp_path):
@@ -130,7 +145,7 @@ def fsdd_small(corpora, tmp_path_factory):
         for d in range(6):
             shutil.copy(corpora / "fsdd" / "recordings" / f"{d}_{spk}_1.flac", rec)
     write_wav(rec / "7_george_99.wav", np.zeros(30), 8000)  # 3.75 ms: no whole frame
-    prepare_corpus("fsdd", root, root / "manifests")
+    prepare_corpus("fsdd", root, root / "manifests", dev_fraction=0)
     cuts = load_manifest(root / "manifests" / "fsdd_cuts_train.jsonl.gz")
     out = compute_fbank(cuts, root / "fbank" / "fsdd_cuts_train.jsonl.gz", root / "fbank" / "feats", num_jobs=2, chunk_size=4)
     return root, cuts, out

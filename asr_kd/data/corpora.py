@@ -34,8 +34,10 @@ from asr_kd.utils import Pathlike, atomic_path, outputs_exist, read_json, write_
 log = logging.getLogger(__name__)
 
 SAMPLING_RATE = {"yesno": 8000, "fsdd": 8000, "speechocean762": 16000, "librispeech": 16000}
-SPLITS = {"yesno": ("train", "test"), "fsdd": ("train", "test"), "speechocean762": ("train", "test")}
+SPLITS = {"yesno": ("train", "dev", "test"), "fsdd": ("train", "dev", "test"),
+          "speechocean762": ("train", "dev", "test")}
 FSDD_TEST_SPEAKER = "theo"
+DEV_FRACTION = 0.05
 
 
 @dataclass
@@ -220,10 +222,27 @@ def list_kaldi_data_dir(data_dir: Path, audio_root: Path) -> List[Utterance]:
 
 def list_speechocean762(corpus_dir: Pathlike) -> Dict[str, List[Utterance]]:
     corpus_dir = _require_dir(Path(corpus_dir), "speechocean762")
-    return {split: list_kaldi_data_dir(corpus_dir / split, corpus_dir) for split in SPLITS["speechocean762"]}
+    return {split: list_kaldi_data_dir(corpus_dir / split, corpus_dir) for split in ("train", "test")}
 
 
 LISTINGS = {"yesno": list_yesno, "fsdd": list_fsdd, "speechocean762": list_speechocean762}
+
+
+def carve_dev(train: List[Utterance], fraction: float = DEV_FRACTION, seed: int = 0) -> Tuple[List[Utterance], List[Utterance]]:
+    """Split a dev set off the training utterances, for tuning (LM weight, early stopping) without
+    touching test: whole speakers when there are at least 10 of them, otherwise every k-th
+    utterance. Deterministic for a given ``seed``."""
+    import random
+
+    if fraction <= 0:
+        return train, []
+    speakers = sorted({u.speaker for u in train})
+    if len(speakers) >= 10:
+        random.Random(seed).shuffle(speakers)
+        dev_spk = set(speakers[: max(1, round(fraction * len(speakers)))])
+        return [u for u in train if u.speaker not in dev_spk], [u for u in train if u.speaker in dev_spk]
+    step = min(max(2, round(1 / fraction)), len(train))
+    return [u for i, u in enumerate(train) if i % step != step - 1], train[step - 1 :: step]
 
 
 # ---------------------------------------------------------------- writing
@@ -247,23 +266,30 @@ def prepare_corpus(
     corpus_dir: Pathlike,
     output_dir: Pathlike,
     force: bool = False,
+    dev_fraction: float = DEV_FRACTION,
     **listing_kwargs,
 ) -> Dict[str, dict]:
-    """Prepare one corpus; returns (and writes) the per-split report. Skips when done unless ``force``."""
+    """Prepare one corpus; returns (and writes) the per-split report. Skips when done unless ``force``.
+
+    The corpus's train split is divided into ``train`` and ``dev`` (see :func:`carve_dev`).
+    """
     output_dir = Path(output_dir)
     report_path = output_dir / f"{corpus}_prepare.json"
     if corpus == "librispeech":
         return prepare_librispeech(corpus_dir, output_dir, force=force, **listing_kwargs)
     if corpus not in LISTINGS:
         raise ValueError(f"unknown corpus {corpus!r}; known: {sorted(LISTINGS) + ['librispeech']}")
-    splits = SPLITS[corpus]
-    done = [manifest_paths(output_dir, corpus, s)["cuts"] for s in splits] + [report_path]
-    if not force and outputs_exist(*done):
-        log.info(f"{corpus}: manifests exist in {output_dir}; skipping (use --force to redo)")
-        return read_json(report_path)
+    if not force and report_path.exists():
+        done = [manifest_paths(output_dir, corpus, s)["cuts"] for s in read_json(report_path)]
+        if outputs_exist(*done):
+            log.info(f"{corpus}: manifests exist in {output_dir}; skipping (use --force to redo)")
+            return read_json(report_path)
     listing = LISTINGS[corpus](corpus_dir, **listing_kwargs)
+    listing["train"], listing["dev"] = carve_dev(listing["train"], dev_fraction)
     reports = {}
-    for split in splits:
+    for split in SPLITS[corpus]:
+        if split == "dev" and not listing["dev"]:
+            continue  # --dev-fraction 0
         recordings, supervisions, report = build_manifests(listing[split], SAMPLING_RATE[corpus])
         if report.utterances == 0:
             raise RuntimeError(f"{corpus}/{split}: no usable utterances in {corpus_dir}")
@@ -341,6 +367,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("output_dir", type=Path, help="where the manifests go (e.g. data/manifests)")
     parser.add_argument("--test-speaker", default=FSDD_TEST_SPEAKER, help="fsdd: the held-out speaker")
     parser.add_argument("--parts", nargs="+", default=["auto"], help="librispeech: parts to prepare")
+    parser.add_argument("--dev-fraction", type=float, default=DEV_FRACTION,
+                        help="part of train held out as dev (whole speakers when there are >= 10)")
     parser.add_argument("--force", action="store_true", help="redo even if the manifests exist")
 
 
@@ -350,5 +378,7 @@ def run(args) -> int:
         kwargs["test_speaker"] = args.test_speaker
     if args.corpus == "librispeech":
         kwargs["parts"] = args.parts
+    if args.corpus != "librispeech":
+        kwargs["dev_fraction"] = args.dev_fraction
     prepare_corpus(args.corpus, args.corpus_dir, args.output_dir, force=args.force, **kwargs)
     return 0

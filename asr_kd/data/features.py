@@ -246,7 +246,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("manifest_dir", type=Path, help="where `asr-kd prepare` wrote {corpus}_cuts_{split}.jsonl.gz")
     parser.add_argument("output_dir", type=Path, help="where cuts with features, archives and CMVN stats go")
     parser.add_argument("--corpus", required=True)
-    parser.add_argument("--splits", nargs="+", default=["train", "test"])
+    parser.add_argument("--splits", nargs="+", default=["train", "dev", "test"])
     parser.add_argument("--num-jobs", type=int, default=2)
     parser.add_argument("--force", action="store_true")
 

@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dev-fraction", type=float, default=0.05)
+    p.add_argument("--dev-cuts", type=Path, help="labelled dev cuts for early stopping (else --dev-fraction)")
+    p.add_argument("--dev-fraction", type=float, default=0.05, help="without --dev-cuts: train speakers held out")
     p.add_argument("--dev-seed", type=int, default=0)
     p.add_argument("--subset-fraction", type=float, default=1.0, help="train on this fraction of utterances")
     p.add_argument("--subset-seed", type=int, default=0)
@@ -124,11 +125,20 @@ def run(args) -> int:
         log.info(f"frame accuracy {acc:.2f}% over {len(frames)} frames -> {args.out}")
         return 0
 
-    priors = read_json(args.gmm_dir / "priors.json")
-    train_utts, dev_utts = _splits(frames, args.dev_fraction, args.dev_seed, args.subset_fraction, args.subset_seed)
-    if not dev_utts:
-        raise SystemExit("the dev split is empty: raise --dev-fraction (needs at least two speakers)")
-    train_set, dev_set = frames.subset(train_utts), frames.subset(dev_utts)
+    priors_path = args.gmm_dir / "priors.json"
+    if not priors_path.is_file():
+        raise FileNotFoundError(f"{priors_path} not found: train the GMM system first")
+    priors = read_json(priors_path)
+    if args.dev_cuts:
+        cache = args.frames_cache.with_name(args.frames_cache.stem + "_dev.pt") if args.frames_cache else None
+        dev_set = load_frames(args.dev_cuts, cache)
+        train_utts, _ = _splits(frames, 0.0, 0, args.subset_fraction, args.subset_seed)
+    else:
+        train_utts, dev_utts = _splits(frames, args.dev_fraction, args.dev_seed, args.subset_fraction, args.subset_seed)
+        if not dev_utts:
+            raise SystemExit("the dev split is empty: raise --dev-fraction (needs at least two speakers)")
+        dev_set = frames.subset(dev_utts)
+    train_set = frames.subset(train_utts)
     model_cfg = DnnConfig.from_preset(
         args.preset, num_senones=priors["num_pdfs"], feat_dim=frames.feat_dim, hidden_layers=args.hidden_layers,
         hidden_dim=args.hidden_dim, left_context=args.left_context, right_context=args.right_context)

@@ -19,7 +19,11 @@ COMMANDS = {
     "prepare": ("asr_kd.data.corpora", "prepare lhotse manifests for a corpus"),
     "fbank": ("asr_kd.data.features", "compute 40-dim log-mel fbank features and CMVN stats"),
     "lang": ("asr_kd.lang.prepare_lang", "build the lexicon, phone/word tables and L.fst"),
+    "lm": ("asr_kd.lang.lm", "estimate an n-gram LM from training transcripts; ARPA and G.fst"),
     "gmm": ("asr_kd.hmm.cli", "GMM-HMM training (mono, tri), forced alignment, senone labels"),
+    "nnet": ("asr_kd.nnet.cli", "train DNN teachers, distill students, evaluate frame accuracy"),
+    "decode": ("asr_kd.decode.cli", "decode a data set or audio files with k2 over HCLG; WER"),
+    "report": ("asr_kd.report", "add a row to a recipe's RESULTS.md / results.json from stage outputs"),
     "mnist": ("asr_kd.vision.mnist_cli", "MNIST distillation experiments (paper section 3)"),
     "specialists": ("asr_kd.vision.specialists_cli", "CIFAR-100 generalist + specialists (sections 5-6)"),
 }

@@ -52,9 +52,14 @@ def update_results(
         r = dict(r)
         r["table"] = table
         new.append(r)
-    keys = {tuple(r.get(k) for k in _KEY) for r in new}
-    kept = [r for r in results["rows"] if tuple(r.get(k) for k in _KEY) not in keys]
-    results["rows"] = kept + new
+    # Replace rows in place (same table, system, set), append the others after their table's rows,
+    # so tables keep their order in RESULTS.md however often a stage is re-run.
+    pending = {tuple(r.get(k) for k in _KEY): r for r in new}
+    rows = [pending.pop(tuple(r.get(k) for k in _KEY), r) for r in results["rows"]]
+    for key, r in pending.items():
+        last = max((i for i, x in enumerate(rows) if x.get("table") == table), default=len(rows) - 1)
+        rows.insert(last + 1, r)
+    results["rows"] = rows
     meta = results.setdefault("meta", {})
     meta.setdefault("tables", {})
     if notes:

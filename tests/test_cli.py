@@ -87,3 +87,22 @@ def test_librispeech_layout_through_lhotse(corpora, tmp_path):
     cuts = load_manifest(tmp_path / "manifests" / "librispeech_cuts_dev-clean-2.jsonl.gz")
     assert sorted(c.supervisions[0].text for c in cuts) == ["SEVEN", "THREE"]
     assert {c.sampling_rate for c in cuts} == {16000}
+
+
+def test_results_rows_keep_their_table_order(tmp_path):
+    update_results(tmp_path, [{"system": "a", "set": "test", "wer": 1.0}], table="T1")
+    update_results(tmp_path, [{"system": "b", "set": "test", "wer": 2.0}], table="T2")
+    update_results(tmp_path, [{"system": "c", "set": "test", "wer": 3.0}, {"system": "a", "set": "test", "wer": 0.5}],
+                   table="T1")
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert [(r["table"], r["system"], r["wer"]) for r in rows] == [("T1", "a", 0.5), ("T1", "c", 3.0), ("T2", "b", 2.0)]
+
+
+def test_report_recovered_gain(tmp_path):
+    from asr_kd.report import add_gain_recovered
+
+    rows = [{"system": "dnn-baseline", "set": "test", "frame_accuracy": 50.0},
+            {"system": "dnn-ensemble-4", "set": "test", "frame_accuracy": 54.0},
+            {"system": "dnn-distilled-T2", "set": "test", "frame_accuracy": 53.0}]
+    add_gain_recovered(rows)
+    assert rows[2]["gain_recovered_pct"] == 75.0

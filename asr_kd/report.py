@@ -1,0 +1,98 @@
+"""``asr-kd report``: turn a stage's output files into rows of RESULTS.md / results.json.
+
+A row is read from files the stages wrote, never typed: WER from a decode directory's
+``decode.json``, frame accuracy from an ``asr-kd nnet eval`` JSON, training facts from a model's
+``summary.json``. For the distillation table, each distilled row also gets the share of the
+ensemble's frame-accuracy gain over the baseline that it recovers (the paper's ">80%").
+
+    asr-kd report --table "Table 1" --system dnn-baseline --set test \\
+        --decode-dir exp/dnn_seed1/decode_test --frame-accuracy exp/dnn_seed1/eval_test.json \\
+        --command "cd recipes/speechocean762 && ./run.sh"
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Optional
+
+from asr_kd.results import load_results, update_results
+from asr_kd.utils import read_json
+
+log = logging.getLogger(__name__)
+
+
+def row_from_files(system: str, set_name: str, decode_dir: Optional[Path] = None,
+                   frame_accuracy: Optional[Path] = None, summary: Optional[Path] = None, **extra) -> dict:
+    row = {"system": system, "set": set_name, "wer": None, "frame_accuracy": None}
+    if decode_dir is not None:
+        d = read_json(Path(decode_dir) / "decode.json")
+        row.update(wer=d["wer"], utterances=d["utterances"], lm_weight=d["best_lm_weight"],
+                   empty_lattices=d["empty_lattices"], decode_rtf=d["real_time_factor"])
+        w = d["by_lm_weight"][f"{d['best_lm_weight']:g}"]
+        row.update(ins=w["ins"], dels=w["del"], subs=w["sub"], ref_words=w["ref_words"])
+    if frame_accuracy is not None:
+        f = read_json(frame_accuracy)
+        row["frame_accuracy"] = round(f["frame_accuracy"], 2)
+        row["frames"] = f["frames"]
+    if summary is not None:
+        s = read_json(summary)
+        row.update(parameters=s.get("parameters"), epochs=s.get("epochs_run"), train_wall_s=s.get("wall_s"),
+                   stopped_early=s.get("stopped_early"))
+    row.update({k: v for k, v in extra.items() if v is not None})
+    return row
+
+
+def add_gain_recovered(rows: list) -> None:
+    """frame_accuracy gain of each distilled row over the baseline, as a % of the ensemble's gain."""
+    by = {(r["system"], r["set"]): r for r in rows}
+    for r in rows:
+        if not r["system"].startswith("dnn-distilled"):
+            continue
+        base = by.get(("dnn-baseline", r["set"]))
+        ens = next((x for (s, st), x in by.items() if s.startswith("dnn-ensemble") and st == r["set"]), None)
+        if base and ens and None not in (r.get("frame_accuracy"), base.get("frame_accuracy"), ens.get("frame_accuracy")):
+            gain = ens["frame_accuracy"] - base["frame_accuracy"]
+            r["gain_recovered_pct"] = round(100.0 * (r["frame_accuracy"] - base["frame_accuracy"]) / gain, 1) if gain else None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--recipe-dir", type=Path, default=Path("."))
+    parser.add_argument("--table", required=True)
+    parser.add_argument("--system", required=True)
+    parser.add_argument("--set", dest="set_name", required=True, choices=["train", "dev", "test"])
+    parser.add_argument("--decode-dir", type=Path)
+    parser.add_argument("--frame-accuracy", type=Path, help="JSON from asr-kd nnet eval")
+    parser.add_argument("--summary", type=Path, help="a model's summary.json")
+    parser.add_argument("--field", nargs="*", default=[], metavar="KEY=VALUE", help="extra columns")
+    parser.add_argument("--note", help="text under the table's heading (e.g. the paper's numbers)")
+    parser.add_argument("--command", required=True, help="the exact command that produced the row")
+
+
+def _value(v: str):
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return v
+
+
+def run(args) -> int:
+    extra = {}
+    for kv in args.field:
+        k, _, v = kv.partition("=")
+        extra[k] = _value(v)
+    row = row_from_files(args.system, args.set_name, args.decode_dir, args.frame_accuracy, args.summary, **extra)
+    row["command"] = args.command
+    results = load_results(args.recipe_dir)
+    rows = [r for r in results["rows"] if r.get("table") == args.table
+            and (r["system"], r["set"]) != (row["system"], row["set"])] + [row]
+    if args.table.startswith("Table 1"):
+        add_gain_recovered(rows)
+    notes = {args.table: args.note} if args.note else None
+    update_results(args.recipe_dir, rows, args.table, notes=notes,
+                   columns=["system", "set", "wer", "frame_accuracy"])
+    log.info(f"{args.recipe_dir}/RESULTS.md: {args.table}: {row['system']} on {row['set']}: "
+             f"WER {row['wer']}, frame accuracy {row['frame_accuracy']}")
+    return 0

@@ -3,6 +3,7 @@
 # usage: ./run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR] [--test-speaker NAME]
 set -euo pipefail
 cd "$(dirname "$0")"
+cmdline="./run.sh $*"
 
 stage=0
 stop_stage=100
@@ -11,6 +12,14 @@ download_dir=download
 test_speaker=theo
 nj=2
 
+# acoustic models (stages 4-12)
+mono_gauss=400
+tri_leaves=200
+tri_gauss=2000
+preset=small
+epochs=6
+num_teachers=4
+
 . ../../local/parse_options.sh
 . ../../local/path.sh
 
@@ -18,3 +27,4 @@ corpus=fsdd
 corpus_dir=${corpus_dir:-$CORPORA/fsdd}
 prepare_opts="--test-speaker $test_speaker"
 . ../../local/data_stages.sh
+. ../../local/asr_stages.sh

@@ -4,6 +4,7 @@
 # usage: ./run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR/LibriSpeech] [--parts "train-clean-5 dev-clean-2"]
 set -euo pipefail
 cd "$(dirname "$0")"
+cmdline="./run.sh $*"
 
 stage=0
 stop_stage=100

@@ -4,12 +4,22 @@
 # usage: ./run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR]
 set -euo pipefail
 cd "$(dirname "$0")"
+cmdline="./run.sh $*"
 
 stage=0
 stop_stage=100
 corpus_dir=          # default: $CORPORA/speechocean762, else downloaded into $download_dir
 download_dir=download
 nj=2
+
+# acoustic models (stages 4-12)
+mono_gauss=1000
+tri_leaves=2000
+tri_gauss=15000
+preset=cpu
+epochs=8
+num_teachers=4
+temperatures="1 2 5 10"
 
 . ../../local/parse_options.sh
 . ../../local/path.sh
@@ -18,3 +28,4 @@ corpus=speechocean762
 corpus_dir=${corpus_dir:-$CORPORA/speechocean762}
 lang_opts="--lexicon $corpus_dir/resource/lexicon.txt"
 . ../../local/data_stages.sh
+. ../../local/asr_stages.sh

@@ -4,6 +4,7 @@
 # usage: ./run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR] [--download-dir DIR]
 set -euo pipefail
 cd "$(dirname "$0")"
+cmdline="./run.sh $*"
 
 stage=0
 stop_stage=100
@@ -11,9 +12,18 @@ corpus_dir=          # default: $CORPORA/yesno/waves_yesno, else downloaded into
 download_dir=download
 nj=2
 
+# acoustic models (stages 4-12): a quick check of the whole pipeline
+mono_gauss=200
+tri_leaves=40
+tri_gauss=300
+preset=small
+epochs=4
+num_teachers=4
+
 . ../../local/parse_options.sh
 . ../../local/path.sh
 
 corpus=yesno
 corpus_dir=${corpus_dir:-$CORPORA/yesno/waves_yesno}
 . ../../local/data_stages.sh
+. ../../local/asr_stages.sh

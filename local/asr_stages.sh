@@ -1,0 +1,156 @@
+# The acoustic-model stages every corpus recipe shares, sourced by recipes/<corpus>/run.sh after
+# local/data_stages.sh. Sizes come from the recipe (defaults here suit a small corpus).
+#   4 LM + G          5 GMM monophone      6 GMM triphone + training senone labels
+#   7 align dev/test (senone labels for frame accuracy)      8 decode + score the GMMs
+#   9 DNN teachers (K seeds; seed 1 is the baseline)          10 baseline + ensemble: frame accuracy, WER
+#   11 distilled students, one per temperature                12 the 3%-of-data experiment
+# Every stage writes its rows into RESULTS.md / results.json through `asr-kd report`.
+lm_order=${lm_order:-3}
+lm_weights=${lm_weights:-"5 6 7 8 9 10 11 12 13 14 15 17 19"}
+mono_gauss=${mono_gauss:-1000}
+tri_leaves=${tri_leaves:-2000}
+tri_gauss=${tri_gauss:-10000}
+preset=${preset:-small}
+epochs=${epochs:-8}
+num_teachers=${num_teachers:-4}
+temperatures=${temperatures:-"1 2 5 10"}
+hard_weight=${hard_weight:-0.5}
+subset_fraction=${subset_fraction:-0.03}
+subset_temperature=${subset_temperature:-2}
+nnet_opts=${nnet_opts:-}
+gmm_opts=${gmm_opts:-}
+decode_opts=${decode_opts:-}
+
+G=data/lm/G_${lm_order}gram.fst
+gmm=exp/tri1   # the GMM system whose alignment labels the DNNs and whose tree makes HCLG
+senones=data/senones
+command="cd recipes/$corpus && ${cmdline:-./run.sh}"
+
+# decode_set SYSTEM_DIR SET MODEL...: decode a set; dev scores every LM weight, test uses dev's best.
+decode_set() {
+  local dir=$1 set=$2; shift 2
+  local weights=$lm_weights
+  if [ "$set" != dev ] && [ -f "$dir/decode_dev/decode.json" ]; then
+    weights=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['best_lm_weight'])" "$dir/decode_dev/decode.json")
+  fi
+  asr-kd decode --model "$@" --lang-dir data/lang --lm $G --graph-dir $gmm/graph_${lm_order}gram \
+    --cuts data/fbank/${corpus}_cuts_$set.jsonl.gz --out-dir $dir/decode_$set --lm-weights $weights $decode_opts
+}
+
+# report_row TABLE SYSTEM SET [asr-kd report options]
+report_row() {
+  local table=$1 system=$2 set=$3; shift 3
+  asr-kd report --table "$table" --system "$system" --set "$set" --command "$command" "$@"
+}
+
+if stage_on 4; then
+  log "Stage 4: ${lm_order}-gram LM from the training transcripts; G.fst"
+  asr-kd lm --lang-dir data/lang --train-cuts data/manifests/${corpus}_cuts_train.jsonl.gz \
+    --out-dir data/lm --order $lm_order --eval-cuts dev=data/manifests/${corpus}_cuts_dev.jsonl.gz
+fi
+
+if stage_on 5; then
+  log "Stage 5: monophone GMM-HMM (flat start)"
+  asr-kd gmm mono --lang-dir data/lang --cuts data/fbank/${corpus}_cuts_train.jsonl.gz \
+    --exp-dir exp/mono --max-gauss $mono_gauss $gmm_opts
+fi
+
+if stage_on 6; then
+  log "Stage 6: triphone GMM-HMM with a decision tree ($tri_leaves leaves); senone labels of train"
+  asr-kd gmm tri --lang-dir data/lang --cuts data/fbank/${corpus}_cuts_train.jsonl.gz --ali-dir exp/mono \
+    --exp-dir $gmm --num-leaves $tri_leaves --max-gauss $tri_gauss $gmm_opts
+  asr-kd gmm labels --cuts data/fbank/${corpus}_cuts_train.jsonl.gz --ali-dir $gmm \
+    --out-cuts $senones/${corpus}_cuts_train.jsonl.gz
+fi
+
+if stage_on 7; then
+  log "Stage 7: forced alignment of dev and test (senone labels for frame accuracy)"
+  for s in dev test; do
+    asr-kd gmm align --lang-dir data/lang --cuts data/fbank/${corpus}_cuts_$s.jsonl.gz --model-dir $gmm \
+      --out-dir ${gmm}_ali_$s
+    asr-kd gmm labels --cuts data/fbank/${corpus}_cuts_$s.jsonl.gz --ali-dir ${gmm}_ali_$s \
+      --out-cuts $senones/${corpus}_cuts_$s.jsonl.gz
+  done
+fi
+
+if stage_on 8; then
+  log "Stage 8: decode and score the GMM systems (LM weight tuned on dev)"
+  for m in mono tri1; do
+    decode_set exp/$m dev exp/$m
+    decode_set exp/$m test exp/$m
+    system=gmm-${m%1}
+    report_row "GMM-HMM" $system dev --decode-dir exp/$m/decode_dev
+    report_row "GMM-HMM" $system test --decode-dir exp/$m/decode_test
+  done
+fi
+
+train_dnn() {  # train_dnn EXP_DIR [asr-kd nnet train options]
+  local dir=$1; shift
+  asr-kd nnet train --cuts $senones/${corpus}_cuts_train.jsonl.gz --dev-cuts $senones/${corpus}_cuts_dev.jsonl.gz \
+    --gmm-dir $gmm --exp-dir $dir --preset $preset --epochs $epochs --frames-cache data/frames/train.pt \
+    --no-progress $nnet_opts "$@"
+}
+
+eval_dnn() {  # eval_dnn OUT_JSON SET [asr-kd nnet eval options] -- MODELS
+  local out=$1 set=$2; shift 2
+  asr-kd nnet eval --cuts $senones/${corpus}_cuts_$set.jsonl.gz --frames-cache data/frames/$set.pt --out $out "$@"
+}
+
+teachers=""
+for seed in $(seq 1 $num_teachers); do teachers="$teachers exp/dnn_seed$seed/final.pt"; done
+table1="Table 1: baseline, ensemble of $num_teachers, distilled (speech, paper section 4)"
+note1="Paper (Hinton et al. 2015, Table 1; 2000 h Android voice search, 8x2560 DNNs, 10 models): baseline 58.9% frame accuracy / 10.9% WER, 10-model ensemble 61.1% / 10.7%, distilled single model 60.8% / 10.7%. gain_recovered_pct = (student - baseline) / (ensemble - baseline) frame accuracy."
+
+if stage_on 9; then
+  log "Stage 9: $num_teachers DNN teachers ($preset preset), seeds 1..$num_teachers"
+  mkdir -p data/frames
+  for seed in $(seq 1 $num_teachers); do
+    train_dnn exp/dnn_seed$seed --seed $seed
+  done
+fi
+
+if stage_on 10; then
+  log "Stage 10: baseline (seed 1) and the $num_teachers-model ensemble: frame accuracy and WER"
+  eval_dnn exp/dnn_seed1/eval_test.json test --models exp/dnn_seed1/final.pt
+  mkdir -p exp/dnn_ensemble
+  eval_dnn exp/dnn_ensemble/eval_test.json test --models $teachers
+  for s in dev test; do decode_set exp/dnn_seed1 $s exp/dnn_seed1/final.pt; done
+  for s in dev test; do decode_set exp/dnn_ensemble $s $teachers; done
+  report_row "$table1" dnn-baseline test --decode-dir exp/dnn_seed1/decode_test \
+    --frame-accuracy exp/dnn_seed1/eval_test.json --summary exp/dnn_seed1/summary.json --note "$note1"
+  report_row "$table1" dnn-ensemble-$num_teachers test --decode-dir exp/dnn_ensemble/decode_test \
+    --frame-accuracy exp/dnn_ensemble/eval_test.json
+fi
+
+if stage_on 11; then
+  log "Stage 11: students distilled from the ensemble at T in {$temperatures}"
+  for T in $temperatures; do
+    dir=exp/dnn_distilled_T$T
+    train_dnn $dir --seed 101 --teachers $teachers --temperature $T --hard-weight $hard_weight
+    eval_dnn $dir/eval_test.json test --models $dir/final.pt
+    for s in dev test; do decode_set $dir $s $dir/final.pt; done
+    report_row "$table1" dnn-distilled-T$T test --decode-dir $dir/decode_test --frame-accuracy $dir/eval_test.json \
+      --summary $dir/summary.json --field temperature=$T hard_weight=$hard_weight
+  done
+fi
+
+if stage_on 12; then
+  pct=$(python -c "print(f'{100 * $subset_fraction:g}')")
+  log "Stage 12: ${pct}% of the training data: hard targets (early stopping) vs soft targets (T=$subset_temperature)"
+  table5="Table 5: ${pct}% of the training data (paper section 6)"
+  note5="Paper (Table 5; 3% of 2000 h): hard targets 67.3% train / 44.5% test frame accuracy (early stopped), soft targets 65.4% train / 57.0% test; all data, hard targets: 63.4% / 58.9%."
+  train_dnn exp/dnn_3pct_hard --seed 201 --subset-fraction $subset_fraction --patience 2
+  train_dnn exp/dnn_3pct_soft --seed 201 --subset-fraction $subset_fraction --teachers $teachers \
+    --temperature $subset_temperature --hard-weight $hard_weight
+  for kind in hard soft; do
+    dir=exp/dnn_3pct_$kind
+    eval_dnn $dir/eval_train.json train --models $dir/final.pt --subset-fraction $subset_fraction
+    eval_dnn $dir/eval_test.json test --models $dir/final.pt
+    report_row "$table5" dnn-3pct-$kind train --frame-accuracy $dir/eval_train.json --summary $dir/summary.json \
+      --note "$note5"
+    report_row "$table5" dnn-3pct-$kind test --frame-accuracy $dir/eval_test.json
+  done
+  eval_dnn exp/dnn_seed1/eval_train.json train --models exp/dnn_seed1/final.pt
+  report_row "$table5" dnn-baseline train --frame-accuracy exp/dnn_seed1/eval_train.json
+  report_row "$table5" dnn-baseline test --frame-accuracy exp/dnn_seed1/eval_test.json
+fi

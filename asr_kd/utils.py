@@ -70,6 +70,32 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def fast_bf16(device: str = "cpu") -> bool:
+    """Whether bf16 matmuls are fast here: a CUDA GPU with bf16, or a CPU with AVX-512 BF16 / AMX.
+
+    Without those instructions (e.g. an AVX2-only CPU) oneDNN emulates bf16 and autocast is
+    ~20x *slower* than fp32, so ``dtype="auto"`` must pick fp32 there.
+    """
+    import torch
+
+    if str(device).startswith("cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_dtype(dtype: str, device: str = "cpu") -> str:
+    """``auto`` -> ``bf16`` where it is fast (see :func:`fast_bf16`), else ``fp32``."""
+    if dtype == "auto":
+        return "bf16" if fast_bf16(device) else "fp32"
+    if dtype not in ("bf16", "fp32"):
+        raise ValueError(f"dtype must be auto, bf16 or fp32, not {dtype!r}")
+    return dtype
+
+
 def outputs_exist(*paths: Pathlike) -> bool:
     """True when every output of a stage is already there (outputs are written atomically,
     so existence means the stage finished)."""

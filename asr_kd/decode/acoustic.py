@@ -60,7 +60,7 @@ class GmmScorer:
 class DnnScorer:
     kind = "dnn"
 
-    def __init__(self, model_paths: Sequence[Pathlike], device: str = "cpu", dtype: str = "bf16"):
+    def __init__(self, model_paths: Sequence[Pathlike], device: str = "cpu", dtype: str = "auto"):
         from asr_kd.nnet.model import Ensemble, load_model
 
         models = [load_model(p, device) for p in model_paths]

@@ -49,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=int, default=3, help="early stopping (epochs without dev improvement; 0 = off)")
     p.add_argument("--max-frames-per-epoch", type=int, default=0)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
+    p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="auto: bf16 where the hardware has fast bf16 (AVX-512 BF16, AMX, CUDA), else fp32")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dev-cuts", type=Path, help="labelled dev cuts for early stopping (else --dev-fraction)")
     p.add_argument("--dev-fraction", type=float, default=0.05, help="without --dev-cuts: train speakers held out")
@@ -74,7 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--subset-seed", type=int, default=0)
     p.add_argument("--dev-fraction", type=float, default=0.0, help="drop these dev speakers first (train-set eval)")
     p.add_argument("--dev-seed", type=int, default=0)
-    p.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
+    p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="auto: bf16 where the hardware has fast bf16 (AVX-512 BF16, AMX, CUDA), else fp32")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
 

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from asr_kd.distill import distillation_loss, ensemble_probs
 from asr_kd.nnet.data import FrameSet, frame_batches
 from asr_kd.nnet.model import Dnn, DnnConfig, Ensemble, save_model
-from asr_kd.utils import Pathlike, atomic_path, read_json, write_json
+from asr_kd.utils import Pathlike, atomic_path, read_json, resolve_dtype, write_json
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class TrainConfig:
     newbob_threshold: float = 0.2  # halve the lr when dev accuracy improves by less (points)
     patience: int = 3  # stop after this many epochs without a dev improvement (0 = never)
     seed: int = 1
-    dtype: str = "bf16"  # or "fp32"
+    dtype: str = "auto"  # bf16 where the hardware has fast bf16, else fp32 (or force either)
     device: str = "cpu"
     max_frames_per_epoch: int = 0  # 0 = every frame each epoch
     # distillation (used when teachers are given)
@@ -63,10 +63,8 @@ class TrainConfig:
 
 
 def autocast(device: str, dtype: str):
-    if dtype == "fp32":
+    if resolve_dtype(dtype, device) == "fp32":
         return contextlib.nullcontext()
-    if dtype != "bf16":
-        raise ValueError(f"dtype must be bf16 or fp32, not {dtype!r}")
     return torch.autocast(device_type="cuda" if str(device).startswith("cuda") else "cpu", dtype=torch.bfloat16)
 
 
@@ -81,7 +79,7 @@ def distributed() -> tuple:
 
 
 @torch.no_grad()
-def predict(model, frames: FrameSet, batch_size: int = 4096, device: str = "cpu", dtype: str = "bf16",
+def predict(model, frames: FrameSet, batch_size: int = 4096, device: str = "cpu", dtype: str = "auto",
             idx: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Logits for every frame (or the ``idx`` frames): [N, S], or [K, N, S] for an Ensemble."""
     model.eval()
@@ -95,7 +93,7 @@ def predict(model, frames: FrameSet, batch_size: int = 4096, device: str = "cpu"
     return torch.cat(out, dim=-2)
 
 
-def frame_accuracy_of(model, frames: FrameSet, device: str = "cpu", dtype: str = "bf16",
+def frame_accuracy_of(model, frames: FrameSet, device: str = "cpu", dtype: str = "auto",
                       temperature: float = 1.0, method: str = "arithmetic") -> float:
     """Frame accuracy (%) against the set's senone labels; an Ensemble votes by its mean distribution."""
     logits = predict(model, frames, device=device, dtype=dtype)
@@ -137,6 +135,7 @@ def train(
     if rank == 0:
         exp_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
+    cfg.dtype = resolve_dtype(cfg.dtype, device)
     model = Dnn(model_cfg).to(device)
     opt = _make_optimizer(model, cfg)
     history: List[dict] = []

@@ -121,6 +121,8 @@ def main() -> None:
                                    "real_time_factor": round(t_knf / audio_s, 5)},
             "knf_over_lhotse_speed": round(t_lhotse / t_knf, 3),
             "max_abs_difference": round(max_diff, 6),
+            "note": "kaldi-native-fbank 1.23 has no batched frame getter: its time includes one Python "
+                    "get_frame() call per frame, as any Python user of it pays",
         },
         "feature_stage_2_jobs": {
             "wall_s": round(stage_wall, 2),

@@ -5,7 +5,7 @@ import kaldifst
 import numpy as np
 import pytest
 
-from asr_kd.lang.lm import EOS, ArpaLM, NgramLM, arpa_to_fst
+from asr_kd.lang.lm import EOS, ArpaLM, NgramLM, arpa_to_fst, lm_vocabulary
 from asr_kd.score import compute_wer, frame_accuracy, score_wer
 
 SENTS = [s.split() for s in ["a b c", "a b d", "b c a", "c c", "a", "d a b c", "b b b"]]
@@ -81,3 +81,9 @@ def test_frame_accuracy():
     assert n == 5 and acc == pytest.approx(60.0)
     with pytest.raises(ValueError, match="3 predictions for 2"):
         frame_accuracy([np.zeros(3)], [np.zeros(2)])
+
+
+def test_unk_gets_no_probability_unless_training_text_has_oovs():
+    words = ["<eps>", "<UNK>", "a", "b", "#0", "<s>", "</s>"]
+    assert lm_vocabulary(words, [["a", "b"]]) == ["a", "b"]
+    assert lm_vocabulary(words, [["a", "zzz"]]) == ["<UNK>", "a", "b"]

@@ -263,6 +263,19 @@ def arpa_to_fst(arpa: Pathlike, words_txt: Pathlike, output: Pathlike, disambig_
         fst.write(str(tmp))
 
 
+def lm_vocabulary(words: Iterable[str], train: Sequence[Sequence[str]], unk: str = "<UNK>") -> List[str]:
+    """The LM's vocabulary: the lexicon's words, without ``unk`` unless training text has OOVs.
+
+    When no training token maps to ``unk``, its phone (SPN) never occurs in training, its model
+    is untrained, and a decoder allowed to output ``unk`` would use it as a garbage model.
+    """
+    words = [w for w in words if w not in ("<eps>", "#0", BOS, EOS)]
+    known = set(words)
+    if any(w == unk or w not in known for s in train for w in s):
+        return words
+    return [w for w in words if w != unk]
+
+
 # ---------------------------------------------------------------- CLI: asr-kd lm
 
 
@@ -299,8 +312,8 @@ def run(args) -> int:
         return [normalize_text(s.text or "").split() for c in load_manifest_lazy(path) for s in c.supervisions]
 
     words = read_symbol_table(args.lang_dir / "words.txt")
-    vocab = [w for w in words if w not in ("<eps>", "#0", BOS, EOS)]
     train = [s for p in args.train_cuts for s in sentences(p)]
+    vocab = lm_vocabulary(words, train)
     lm = NgramLM.estimate(train, vocab, args.order, args.smoothing)
     lm.write_arpa(arpa)
     arpa_to_fst(arpa, args.lang_dir / "words.txt", g)

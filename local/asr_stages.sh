@@ -5,22 +5,7 @@
 #   9 DNN teachers (K seeds; seed 1 is the baseline)          10 baseline + ensemble: frame accuracy, WER
 #   11 distilled students, one per temperature                12 the 3%-of-data experiment
 # Every stage writes its rows into RESULTS.md / results.json through `asr-kd report`.
-lm_order=${lm_order:-3}
-lm_weights=${lm_weights:-"5 6 7 8 9 10 11 12 13 14 15 17 19"}
-mono_gauss=${mono_gauss:-1000}
-tri_leaves=${tri_leaves:-2000}
-tri_gauss=${tri_gauss:-10000}
-preset=${preset:-small}
-epochs=${epochs:-8}
-num_teachers=${num_teachers:-4}
-temperatures=${temperatures:-"1 2 5 10"}
-hard_weight=${hard_weight:-0.5}
-subset_fraction=${subset_fraction:-0.03}
-subset_temperature=${subset_temperature:-2}
-nnet_opts=${nnet_opts:-}
-gmm_opts=${gmm_opts:-}
-decode_opts=${decode_opts:-}
-
+# Options and their defaults: local/defaults.sh.
 G=data/lm/G_${lm_order}gram.fst
 gmm=exp/tri1   # the GMM system whose alignment labels the DNNs and whose tree makes HCLG
 senones=data/senones

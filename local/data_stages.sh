@@ -1,6 +1,6 @@
 # The data stages every corpus recipe shares, sourced by recipes/<corpus>/run.sh after it sets
-# corpus, corpus_dir, download_dir, nj, stage, stop_stage (and optionally prepare_opts, lang_opts,
-# splits, vocab_split).
+# corpus and corpus_dir (and optionally prepare_opts, lang_opts, splits, vocab_split); the other
+# options come from local/defaults.sh.
 #   stage 0: download (skipped when the corpus is found)   stage 1: lhotse manifests
 #   stage 2: fbank features + CMVN stats                   stage 3: lang (lexicon, L.fst)
 splits=${splits:-"train dev test"}

@@ -5,8 +5,11 @@
 while [ $# -gt 0 ]; do
   case "$1" in
     --help|-h)
-      echo "usage: $0 [--option value ...]; options are the variables set at the top of $0:" >&2
-      grep -E '^[a-z_]+=' "$0" | sed 's/^/  --/; s/_/-/g; s/=/ (default: /; s/$/)/' >&2
+      script=$(basename "$0"); [ -f "$script" ] || script=$0
+      echo "usage: $0 [--option value ...]; the options and their defaults (later lines override):" >&2
+      grep -hE '^[a-z_]+=' "$(dirname "${BASH_SOURCE[0]}")/defaults.sh" "$script" | grep -vE '^(cmdline|corpus)=|[$][{]' \
+        | sed -E 's/^([a-z_]+)=("[^"]*"|[^ #]*) *(# *(.*))?$/\1\t\2\t\4/' \
+        | awk -F'\t' '{ gsub("_", "-", $1); printf "  --%-20s %-28s %s\n", $1, ($2 == "" ? "\"\"" : $2), $3 }' >&2
       exit 0 ;;
     --*=*) name=${1%%=*}; value=${1#*=}; shift ;;
     --*) name=$1; value=${2:-}; [ $# -ge 2 ] || { echo "$0: option $1 needs a value" >&2; exit 1; }; shift 2 ;;

@@ -4,13 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 cmdline="./run.sh $*"
+. ../../local/defaults.sh
 
-stage=0
-stop_stage=100
 corpus_dir=          # default: $CORPORA/fsdd, else downloaded into $download_dir
-download_dir=download
 test_speaker=theo
-nj=2
 
 # acoustic models (stages 4-12)
 mono_gauss=400

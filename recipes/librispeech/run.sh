@@ -5,14 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 cmdline="./run.sh $*"
+. ../../local/defaults.sh
 
-stage=0
-stop_stage=100
 corpus_dir=download/LibriSpeech
-download_dir=download
 parts="train-clean-5 dev-clean-2"   # mini-LibriSpeech; e.g. "train-clean-100 dev-clean test-clean"
 vocab_split=train-clean-5
-nj=2
 
 . ../../local/parse_options.sh
 . ../../local/path.sh

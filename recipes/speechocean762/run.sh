@@ -5,12 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 cmdline="./run.sh $*"
+. ../../local/defaults.sh
 
-stage=0
-stop_stage=100
 corpus_dir=          # default: $CORPORA/speechocean762, else downloaded into $download_dir
-download_dir=download
-nj=2
 
 # acoustic models (stages 4-12). CPU sizes: on an AVX2-only CPU (fp32) each DNN takes ~10 min;
 # on a GPU use e.g. --preset paper --epochs 15 --nnet-opts "--max-frames-per-epoch 0" --num-teachers 10.

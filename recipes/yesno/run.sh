@@ -5,12 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 cmdline="./run.sh $*"
+. ../../local/defaults.sh
 
-stage=0
-stop_stage=100
 corpus_dir=          # default: $CORPORA/yesno/waves_yesno, else downloaded into $download_dir
-download_dir=download
-nj=2
 
 # acoustic models (stages 4-12): a quick check of the whole pipeline
 mono_gauss=200

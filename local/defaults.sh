@@ -1,0 +1,24 @@
+# Defaults of the options every recipe shares, sourced by recipes/<corpus>/run.sh before its own
+# settings and local/parse_options.sh, so each is an option: --lm-order 4, --num-teachers 10, ...
+stage=0
+stop_stage=100
+nj=2                   # parallel jobs for feature extraction
+download_dir=download  # where a corpus missing locally is downloaded
+# language model and decoding
+lm_order=3
+lm_weights="5 6 7 8 9 10 11 12 13 14 15 17 19"   # scored on dev; test uses dev's best
+decode_opts=""         # extra asr-kd decode options (beams, --device cuda, ...)
+# GMM-HMM
+mono_gauss=1000        # Gaussians of the monophone system
+tri_leaves=2000        # senones (tied triphone states)
+tri_gauss=10000        # Gaussians of the triphone system
+gmm_opts=""            # extra asr-kd gmm options
+# DNNs and distillation
+preset=small           # paper (8x2560), cpu (4x1024), small (3x512), tiny
+epochs=8
+num_teachers=4         # the ensemble; seed 1 is the baseline
+temperatures="1 2 5 10"
+hard_weight=0.5        # weight of the hard-label term
+subset_fraction=0.03   # the paper's 3% experiment
+subset_temperature=2
+nnet_opts=""           # extra asr-kd nnet train options (--device cuda, --max-frames-per-epoch N, ...)

@@ -22,5 +22,6 @@ num_teachers=4
 
 corpus=yesno
 corpus_dir=${corpus_dir:-$CORPORA/yesno/waves_yesno}
+prepare_opts="--dev-fraction 0.1"   # 3 of the 30 training files: dev for the LM weight
 . ../../local/data_stages.sh
 . ../../local/asr_stages.sh

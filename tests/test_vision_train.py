@@ -13,6 +13,7 @@ from asr_kd.vision.train import (
     error_rate,
     lr_factor,
     predict_logits,
+    resolve_precision,
     train_classifier,
 )
 
@@ -178,3 +179,13 @@ def test_nan_loss_raises():
     x[0] = math.nan
     with pytest.raises(FloatingPointError):
         train_classifier(mlp(), x, y, quick(epochs=1, batch_size=32, precision="fp32"))
+
+
+def test_resolve_precision():
+    assert resolve_precision("fp32", "cpu") == "fp32"
+    assert resolve_precision("bf16", "cpu") == "bf16"
+    flags = open("/proc/cpuinfo").read() if __import__("os").path.exists("/proc/cpuinfo") else ""
+    native = "avx512_bf16" in flags or "amx_bf16" in flags
+    assert resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
+    with pytest.raises(ValueError):
+        resolve_precision("fp16", "cpu")

@@ -270,3 +270,53 @@ def mlp(hidden: Sequence[int], input_dropout: float = 0.0, hidden_dropout: float
 
 def num_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def split_train_valid(data: Dict[str, torch.Tensor], valid_size: int = 10000) -> Dict[str, torch.Tensor]:
+    """Hold out the last ``valid_size`` training images as the validation ("dev") set."""
+    n = data["train_x"].shape[0]
+    if not 0 <= valid_size < n:
+        raise ValueError(f"valid_size {valid_size} must be in [0, {n})")
+    k = n - valid_size
+    out = dict(data)
+    out["train_x"], out["train_y"] = data["train_x"][:k], data["train_y"][:k]
+    out["valid_x"], out["valid_y"] = data["train_x"][k:], data["train_y"][k:]
+    return out
+
+
+def shifted_errors(
+    logits: torch.Tensor, labels: torch.Tensor, classes: Sequence[int], shifts: torch.Tensor
+) -> torch.Tensor:
+    """Error count for each bias ``shift`` added to the logits of ``classes`` (``[len(shifts)]``)."""
+    z = logits.float()
+    onehot = torch.zeros(z.shape[-1])
+    onehot[list(classes)] = 1.0
+    errs = torch.empty(len(shifts), dtype=torch.long)
+    for i, s in enumerate(shifts.tolist()):
+        errs[i] = int(((z + s * onehot).argmax(-1) != labels).sum())
+    return errs
+
+
+def best_bias_shift(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    classes: Sequence[int],
+    shifts: Optional[torch.Tensor] = None,
+) -> tuple:
+    """The bias shift of ``classes``' logits with the fewest errors on (``logits``, ``labels``).
+
+    Searches the grid ``shifts`` (default -20..20 in steps of 0.1). The error count is piecewise
+    constant in the shift, so among the best shifts we return the middle of the first run of
+    consecutive grid points that reach the minimum (less sensitive to where the grid falls).
+    Returns ``(shift, errors)``.
+    """
+    if shifts is None:
+        shifts = torch.arange(-200, 201, dtype=torch.float64) / 10.0
+    errs = shifted_errors(logits, labels, classes, shifts)
+    best = int(errs.min())
+    first = int((errs == best).nonzero()[0])
+    last = first
+    while last + 1 < len(errs) and int(errs[last + 1]) == best:
+        last += 1
+    shift = float(shifts[(first + last) // 2])
+    return shift, best

@@ -6,7 +6,10 @@ Used by the image recipes (MNIST, CIFAR-100 specialists). The losses come from
 - :class:`TrainConfig`: every knob of a run (epochs, batch size, SGD with momentum and an optional
   momentum ramp, lr schedule ``constant|cosine|step|exp`` with linear warm-up, weight decay,
   max-norm, gradient clipping, distillation temperature and term weights, ``precision``
-  ``bf16|fp32`` (bf16 autocast with fp32 master weights and an fp32 loss), seed, device, progress).
+  ``auto|bf16|fp32`` (bf16 = autocast with fp32 master weights and an fp32 loss; ``auto``, the
+  default, picks bf16 only where the hardware runs it natively: CUDA with bf16 support, or a CPU
+  with AVX512-BF16/AMX. On an AVX2-only CPU, torch's CPU bf16 matmul is emulated and measured
+  ~10x *slower* than fp32, so ``auto`` gives fp32 there), seed, device, progress).
 - :func:`train_classifier` ``(model, x, y=None, config, soft_targets=None, teacher=None,
   augment=None, eval_fn=None) -> TrainHistory``: trains ``model`` in place.
 
@@ -24,12 +27,14 @@ Used by the image recipes (MNIST, CIFAR-100 specialists). The losses come from
 - :func:`count_errors` ``(logits_or_predictions, labels) -> int`` and :func:`error_rate` (percent).
 - :func:`apply_max_norm` ``(model, max_norm)``: rescale each unit's incoming weight vector to an
   L2 norm of at most ``max_norm`` (Srebro & Shraibman; Hinton et al. 2012's dropout nets).
+- :func:`resolve_precision` ``(precision, device)`` and :func:`autocast` ``(device, precision)``.
 - :func:`lr_factor` ``(config, progress_in_epochs)``: the schedule's multiplier of ``config.lr``.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 import math
 import time
@@ -46,7 +51,7 @@ from asr_kd.utils import seed_everything
 log = logging.getLogger(__name__)
 
 SCHEDULES = ("constant", "cosine", "step", "exp")
-PRECISIONS = ("bf16", "fp32")
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass
@@ -73,7 +78,7 @@ class TrainConfig:
     temperature: float = 1.0
     hard_weight: float = 0.5
     soft_weight: float = 1.0
-    precision: str = "bf16"
+    precision: str = "auto"
     seed: int = 0
     device: str = "cpu"
     drop_last: bool = False
@@ -111,9 +116,35 @@ class TrainHistory:
         return default
 
 
-def autocast(device: str, precision: str = "bf16"):
-    """bf16 autocast on ``device`` (CPU or CUDA), or a no-op for fp32."""
-    if precision == "fp32":
+@functools.lru_cache(maxsize=None)
+def _cpu_has_native_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``auto`` -> ``bf16`` where bf16 matmuls are native (CUDA with bf16, CPU with AVX512-BF16 or
+    AMX), else ``fp32``; ``bf16`` and ``fp32`` are returned as they are."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose from {PRECISIONS}")
+    if precision != "auto":
+        return precision
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    if dev.type == "cpu":
+        return "bf16" if _cpu_has_native_bf16() else "fp32"
+    return "fp32"
+
+
+def autocast(device: str, precision: str = "auto"):
+    """bf16 autocast on ``device`` (CPU or CUDA), or a no-op for fp32 (``auto``: see
+    :func:`resolve_precision`)."""
+    if resolve_precision(precision, device) == "fp32":
         return contextlib.nullcontext()
     device_type = torch.device(device).type
     return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
@@ -237,6 +268,7 @@ def train_classifier(
     seed_everything(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     device = cfg.device
+    precision = resolve_precision(cfg.precision, device)
     model.to(device)
     if isinstance(teacher, nn.Module):
         teacher.to(device).eval()
@@ -256,7 +288,7 @@ def train_classifier(
         "%s: %d examples, %d epochs of %d steps, %s, %s on %s",
         cfg.desc, n, cfg.epochs, steps_per_epoch,
         "distillation T=%g" % cfg.temperature if distill else "hard labels",
-        cfg.precision, device,
+        precision, device,
     )
 
     try:
@@ -288,7 +320,7 @@ def train_classifier(
             yb = y[idx].to(device, non_blocking=True) if y is not None else None
             if augment is not None:
                 xb = augment(xb)
-            with autocast(device, cfg.precision):
+            with autocast(device, precision):
                 logits = model(xb)
                 p = None
                 if teacher is not None:

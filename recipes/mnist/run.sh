@@ -5,7 +5,8 @@
 # RESULTS.md and results.json (written by code).
 # usage: ./run.sh [--stage N] [--stop-stage M] [--quick true] [--force true] [--threads N]
 #   stages: 0 prepare (verify or download the IDX files), 1 teacher, 2 baseline, 3 distilled,
-#           4 temperature sweep + plot, 5 transfer sets without 3s / only 7s and 8s
+#           4 temperature sweep + plot, 5 transfer sets without 3s / only 7s and 8s,
+#           6 stage wall times into the RESULTS.md notes
 set -euo pipefail
 cd "$(dirname "$0")"
 stage=0
@@ -55,5 +56,9 @@ fi
 if stage_on 5; then
   log "Stage 5: transfer sets without 3s and with only 7s and 8s, bias shifts"
   asr-kd mnist transfer "${opts[@]}"
+fi
+if stage_on 6; then
+  log "Stage 6: stage wall times into the RESULTS.md notes"
+  asr-kd mnist report "${opts[@]}"
 fi
 log "Done: see $( [ "$quick" = true ] && echo "$exp_dir/" )RESULTS.md"

@@ -92,8 +92,21 @@ def resolve_dtype(dtype: str, device: str = "cpu") -> str:
     if dtype == "auto":
         return "bf16" if fast_bf16(device) else "fp32"
     if dtype not in ("bf16", "fp32"):
-        raise ValueError(f"dtype must be auto, bf16 or fp32, not {dtype!r}")
+        raise ValueError(f"unknown precision {dtype!r}; choose from ('auto', 'bf16', 'fp32')")
     return dtype
+
+
+def autocast(device: str, dtype: str = "auto"):
+    """bf16 autocast on ``device`` (CPU or CUDA), or a no-op for fp32; ``auto`` as :func:`resolve_dtype`.
+
+    fp32 master weights stay fp32; only the matmuls run in bf16."""
+    import contextlib
+
+    import torch
+
+    if resolve_dtype(dtype, device) == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda" if str(device).startswith("cuda") else "cpu", dtype=torch.bfloat16)
 
 
 def outputs_exist(*paths: Pathlike) -> bool:

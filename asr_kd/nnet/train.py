@@ -18,7 +18,6 @@ A NaN/inf loss stops the run with an error naming the epoch and batch (the last 
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -34,7 +33,7 @@ from tqdm import tqdm
 from asr_kd.distill import distillation_loss, ensemble_probs
 from asr_kd.nnet.data import FrameSet, frame_batches
 from asr_kd.nnet.model import Dnn, DnnConfig, Ensemble, save_model
-from asr_kd.utils import Pathlike, atomic_path, read_json, resolve_dtype, write_json
+from asr_kd.utils import Pathlike, atomic_path, autocast, read_json, resolve_dtype, write_json
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +59,6 @@ class TrainConfig:
     ensemble_method: str = "arithmetic"
     logit_matching: bool = False
     progress: bool = True
-
-
-def autocast(device: str, dtype: str):
-    if resolve_dtype(dtype, device) == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda" if str(device).startswith("cuda") else "cpu", dtype=torch.bfloat16)
 
 
 def distributed() -> tuple:

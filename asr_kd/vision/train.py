@@ -32,9 +32,7 @@ Used by the image recipes (MNIST, CIFAR-100 specialists). The losses come from
 """
 from __future__ import annotations
 
-import contextlib
 import copy
-import functools
 import logging
 import math
 import time
@@ -46,7 +44,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from asr_kd.distill import distillation_loss, tempered_softmax
-from asr_kd.utils import seed_everything
+from asr_kd.utils import autocast, resolve_dtype, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -116,38 +114,9 @@ class TrainHistory:
         return default
 
 
-@functools.lru_cache(maxsize=None)
-def _cpu_has_native_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(precision: str, device: str) -> str:
-    """``auto`` -> ``bf16`` where bf16 matmuls are native (CUDA with bf16, CPU with AVX512-BF16 or
-    AMX), else ``fp32``; ``bf16`` and ``fp32`` are returned as they are."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose from {PRECISIONS}")
-    if precision != "auto":
-        return precision
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-    if dev.type == "cpu":
-        return "bf16" if _cpu_has_native_bf16() else "fp32"
-    return "fp32"
-
-
-def autocast(device: str, precision: str = "auto"):
-    """bf16 autocast on ``device`` (CPU or CUDA), or a no-op for fp32 (``auto``: see
-    :func:`resolve_precision`)."""
-    if resolve_precision(precision, device) == "fp32":
-        return contextlib.nullcontext()
-    device_type = torch.device(device).type
-    return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+# One definition of the precision policy for the whole project (asr_kd.utils); the names this
+# module has always exported stay.
+resolve_precision = resolve_dtype
 
 
 def lr_factor(config: TrainConfig, progress: float) -> float:

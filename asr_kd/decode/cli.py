@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
+from tqdm import tqdm
 
 from asr_kd.utils import write_json, write_text
 
@@ -42,11 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lm-weights", type=float, nargs="+", default=[10.0],
                         help="LM weights to score (lattice rescoring; 1/acoustic scale is the first pass)")
     parser.add_argument("--acoustic-scale", type=float, default=0.1)
-    parser.add_argument("--search-beam", type=float, default=20.0)
-    parser.add_argument("--output-beam", type=float, default=8.0)
-    parser.add_argument("--max-active", type=int, default=10000)
+    parser.add_argument("--search-beam", type=float, default=16.0, help="Kaldi's --beam")
+    parser.add_argument("--output-beam", type=float, default=6.0, help="Kaldi's --lattice-beam")
+    parser.add_argument("--max-active", type=int, default=7000, help="Kaldi's --max-active")
     parser.add_argument("--min-active", type=int, default=30)
-    parser.add_argument("--max-batch-frames", type=int, default=20000)
+    parser.add_argument("--max-batch-frames", type=int, default=10000, help="frames per k2 batch (memory)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--force", action="store_true")
 
@@ -78,23 +79,25 @@ def decode_items(scorer, graph, items, opts, lm_weights):
 
     decoder = Decoder(graph, opts)
     lengths = [len(x) for _, _, x in items]
-    lattices: Dict[str, object] = {}
+    found: Dict[float, Dict[str, Optional[List[int]]]] = {w: {} for w in lm_weights}
     t_am = t_search = 0.0
-    for batch in batches_by_frames(lengths, opts.max_batch_frames):
+    empty = 0
+    for batch in tqdm(batches_by_frames(lengths, opts.max_batch_frames), desc="decode", unit="batch", mininterval=10):
         sub = [items[i] for i in batch]
         t0 = time.time()
         scores = scorer.loglikes(sub)
         t1 = time.time()
         ids = [u for u, _, _ in sub if u in scores]
         result = decoder.decode([scores[u] for u in ids])
+        # One-best for every LM weight now, so that no lattice outlives its batch (memory).
+        for w, words in rescore_lm_weights(result.lattices, lm_weights, opts.acoustic_scale).items():
+            found[w].update(zip(ids, words))
+        empty += sum(1 for lat in result.lattices if lat is None)
         t_search += time.time() - t1
         t_am += t1 - t0
-        lattices.update(zip(ids, result.lattices))
     ids = [u for u, _, _ in items]
-    lats = [lattices.get(u) for u in ids]
-    hyps = rescore_lm_weights(lats, lm_weights, opts.acoustic_scale)
-    return ids, hyps, {"acoustic_s": round(t_am, 2), "search_s": round(t_search, 2),
-                       "empty_lattices": sum(1 for x in lats if x is None)}
+    hyps = {w: [found[w].get(u) for u in ids] for w in lm_weights}
+    return ids, hyps, {"acoustic_s": round(t_am, 2), "search_s": round(t_search, 2), "empty_lattices": empty}
 
 
 def run(args) -> int:

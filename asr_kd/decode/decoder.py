@@ -28,11 +28,11 @@ log = logging.getLogger(__name__)
 @dataclass
 class DecodeOpts:
     acoustic_scale: float = 0.1
-    search_beam: float = 20.0
-    output_beam: float = 8.0
+    search_beam: float = 16.0
+    output_beam: float = 6.0
     min_active_states: int = 30
-    max_active_states: int = 10000
-    max_batch_frames: int = 20000
+    max_active_states: int = 7000
+    max_batch_frames: int = 10000
     device: str = "cpu"
 
 

@@ -3,7 +3,7 @@
 # usage: ./run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR] [--test-speaker NAME]
 set -euo pipefail
 cd "$(dirname "$0")"
-cmdline="./run.sh$(printf " %q" "$@")"   # the exact command, for RESULTS.md
+cmdline=./run.sh; [ $# -eq 0 ] || cmdline+=$(printf " %q" "$@")   # the exact command, for RESULTS.md
 . ../../local/defaults.sh
 
 corpus_dir=          # default: $CORPORA/fsdd, else downloaded into $download_dir

@@ -4,7 +4,7 @@
 # usage: ./run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR]
 set -euo pipefail
 cd "$(dirname "$0")"
-cmdline="./run.sh$(printf " %q" "$@")"   # the exact command, for RESULTS.md
+cmdline=./run.sh; [ $# -eq 0 ] || cmdline+=$(printf " %q" "$@")   # the exact command, for RESULTS.md
 . ../../local/defaults.sh
 
 corpus_dir=          # default: $CORPORA/speechocean762, else downloaded into $download_dir

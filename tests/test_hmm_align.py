@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from asr_kd.hmm.align import AlignOpts, ForcedAligner, equal_alignment
-from asr_kd.hmm.graph import AlignError, context_expand, linear_dag, transcript_dag
+from asr_kd.hmm.graph import AlignError, context_expand, transcript_dag
 from asr_kd.hmm.synthetic import toy_corpus, toy_lang
-from asr_kd.hmm.train import GmmHmm, TrainOpts, init_monophone, train_mono
+from asr_kd.hmm.train import TrainOpts, init_monophone, train_mono
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +121,20 @@ def test_monophone_training_from_flat_start(toy):
     assert hist[-1]["num_gauss"] > model.ctx.num_pdfs
     ph = np.concatenate([alis[u].phones == truth[u][0] for u in alis])
     assert ph.mean() > 0.98
+
+
+def test_torch_viterbi_matches_k2(toy):
+    """The batched torch Viterbi and k2 intersect_dense + shortest_path find the same paths
+    (monophone and triphone graphs, optional silence, alternative pronunciations)."""
+    lang, feats, texts, truth = toy
+    model = _oracle_model(lang, feats, truth)
+    texts = {u: texts[u] for u in list(texts)[:20]}
+    out = {}
+    for backend in ("k2", "torch"):
+        al = ForcedAligner(model.gmm, model.ctx, model.trans, lang, AlignOpts(backend=backend, batch_frames=800))
+        out[backend], fails = al.align(feats, texts)
+        assert not fails
+    for u in texts:
+        a, b = out["k2"][u], out["torch"][u]
+        assert a.pdfs.tolist() == b.pdfs.tolist() and a.phone_start.tolist() == b.phone_start.tolist()
+        assert a.loglike == pytest.approx(b.loglike, rel=1e-6)

@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 
 from asr_kd.hmm.features import FeatureOpts, add_deltas, compute_features, dct_matrix, fbank_to_mfcc
 
@@ -32,10 +31,12 @@ def test_per_speaker_cmvn_and_bad_input():
         ("b1", "B", rng.randn(25, 40) - 3),
         ("empty", "B", np.zeros((0, 40))),
         ("nan", "B", np.full((10, 40), np.nan)),
+        ("silent", "B", np.full((30, 40), -15.9)),  # log(eps) everywhere: digital silence
     ]
     feats, rejected = compute_features(items, FeatureOpts())
     assert set(feats) == {"a1", "a2", "b1"}
     assert "empty" in rejected["empty"] and "NaN" in rejected["nan"]
+    assert rejected["silent"].startswith("silent audio")
     assert feats["a1"].shape == (30, 39)
     # static cepstra have zero mean per speaker
     a = np.concatenate([feats["a1"], feats["a2"]])[:, :13]

@@ -1,7 +1,5 @@
 import numpy as np
-import pytest
 
-from asr_kd.hmm.align import AlignOpts, ForcedAligner
 from asr_kd.hmm.synthetic import toy_corpus, toy_lang
 from asr_kd.hmm.topology import HmmTopology
 from asr_kd.hmm.tree import DecisionTree, TreeStats, build_tree, cluster_phones, gaussian_loglike

@@ -9,7 +9,14 @@
   (automatic questions, likelihood-gain splitting).
 - :mod:`~asr_kd.hmm.graph`: per-utterance training graphs (lexicon, optional silence, context,
   HMMs) as epsilon-free k2 FSAs.
-- :mod:`~asr_kd.hmm.align`: equal (flat-start) alignment and batched k2 forced alignment.
+- :mod:`~asr_kd.hmm.align`: equal (flat-start) alignment and batched forced alignment, with
+  k2 (``intersect_dense`` + ``shortest_path``) or :mod:`~asr_kd.hmm.viterbi` (the same search
+  as a batched torch Viterbi, the faster default on CPU).
 - :mod:`~asr_kd.hmm.train`: monophone and triphone training loops; model directories.
-- :mod:`~asr_kd.hmm.output`: senone labels on lhotse cuts, priors, CTM.
+- :mod:`~asr_kd.hmm.output`: senone labels on lhotse cuts, priors, CTM, model directories.
+- :mod:`~asr_kd.hmm.kaldi_peer`: peer check against Kaldi's own code (kaldi-hmm-gmm, run in its
+  own process by :mod:`~asr_kd.hmm.kaldi_peer_worker`).
+- :mod:`~asr_kd.hmm.lang_io`, :mod:`~asr_kd.hmm.synthetic`: reading ``data/lang``; a synthetic
+  corpus with known segmentations for tests.
+- :mod:`~asr_kd.hmm.cli`: ``asr-kd gmm mono|tri|align|labels|ctm|report|kaldi-compare``.
 """

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from asr_kd.hmm.gmm import DiagGmmSet
-from asr_kd.hmm.graph import AlignError, PhoneDag, compile_graph, linear_dag, lookup_words, transcript_dag
+from asr_kd.hmm.graph import AlignError, build_template, lookup_words, transcript_dag
 from asr_kd.hmm.lang_io import LangInfo
 from asr_kd.hmm.topology import TransitionModel
 
@@ -87,12 +87,25 @@ def equal_alignment(num_frames: int, phones: Sequence[int], ctx, topo) -> Alignm
 
 
 def equal_align_transcript(num_frames: int, words: Sequence[str], lang: LangInfo, ctx, topo,
-                           map_oov: bool = True) -> Alignment:
-    """Equal alignment of the first pronunciation of each word, with silence at both ends when
-    the utterance is long enough for it (flat start)."""
+                           map_oov: bool = True, rng: Optional[np.random.RandomState] = None,
+                           sil_prob: float = 0.5) -> Alignment:
+    """Flat-start alignment of one utterance.
+
+    Default: the first pronunciation of each word with silence at both ends (when the utterance
+    is long enough). With ``rng``: like Kaldi's ``align-equal-compiled``, a random path through
+    the training graph (random pronunciations, each optional silence taken with ``sil_prob``)."""
     prons, _ = lookup_words(words, lang, map_oov)
-    phones = [p for pr in prons for p in pr[0]]
     sil = lang.optional_silence
+    if rng is not None:
+        for _ in range(10):
+            seq = [sil] if rng.rand() < sil_prob else []
+            for pr in prons:
+                seq += pr[rng.randint(len(pr))]
+                if rng.rand() < sil_prob:
+                    seq.append(sil)
+            if num_frames >= sum(topo[p] for p in seq):
+                return equal_alignment(num_frames, seq, ctx, topo)
+    phones = [p for pr in prons for p in pr[0]]
     with_sil = [sil] + phones + [sil]
     if num_frames >= sum(topo[p] for p in with_sil):
         return equal_alignment(num_frames, with_sil, ctx, topo)
@@ -102,46 +115,65 @@ def equal_align_transcript(num_frames: int, words: Sequence[str], lang: LangInfo
 @dataclass
 class AlignOpts:
     acoustic_scale: float = 0.1
-    transition_scale: float = 1.0
+    # Kaldi aligns with --transition-scale 1.0 --self-loop-scale 0.1; for left-to-right HMMs that
+    # puts every transition log-prob at 0.1, the same scale as the acoustics
+    transition_scale: float = 0.1
     sil_prob: float = 0.5
-    output_beam: float = 20.0
+    output_beam: float = 8.0
+    search_beam: float = 0.0  # > 0: k2.intersect_dense_pruned with this beam (faster, may fail)
+    max_active: int = 10000
+    backend: str = "torch"  # "torch" (batched Viterbi, asr_kd.hmm.viterbi) or "k2" (intersect_dense)
     batch_frames: int = 20000
     map_oov: bool = True
 
 
 class ForcedAligner:
-    """Batched Viterbi forced alignment of many utterances against their transcripts."""
+    """Batched Viterbi forced alignment of many utterances against their transcripts.
+
+    Graph templates (structure and pdf labels; see :class:`~asr_kd.hmm.graph.GraphTemplate`) are
+    cached per utterance in ``template_cache``: pass the same dict to successive aligners of one
+    training run (same context dependency) and only the transition scores are recomputed."""
 
     def __init__(self, gmm: DiagGmmSet, ctx, trans: TransitionModel, lang: LangInfo,
-                 opts: Optional[AlignOpts] = None, device="cpu"):
+                 opts: Optional[AlignOpts] = None, device="cpu", template_cache: Optional[dict] = None):
         self.gmm, self.ctx, self.trans, self.lang = gmm, ctx, trans, lang
         self.opts = opts or AlignOpts()
         self.device = torch.device(device)
+        self.cache = {} if template_cache is None else template_cache
 
-    def graph(self, words: Sequence[str]):
-        dag = transcript_dag(words, self.lang, self.opts.sil_prob, self.opts.map_oov)
-        return dag, compile_graph(dag, self.ctx, self.trans, self.opts.transition_scale)
+    def template(self, utt: str, words: Sequence[str]):
+        key = (utt, tuple(words), self.opts.sil_prob, self.opts.map_oov, id(self.ctx))
+        t = self.cache.get(key)
+        if t is None:
+            try:
+                dag = transcript_dag(words, self.lang, self.opts.sil_prob, self.opts.map_oov)
+                t = build_template(dag, self.ctx, self.trans.topo)
+            except AlignError as e:
+                t = str(e)
+            self.cache[key] = t
+        if isinstance(t, str):
+            raise AlignError(t)
+        return t
 
     def align(self, feats: Dict[str, np.ndarray], texts: Dict[str, Sequence[str]],
               progress: bool = False) -> Tuple[Dict[str, Alignment], Dict[str, str]]:
         """Align every utterance in ``texts`` (features from ``feats``). Returns the alignments
         and, for the utterances left out, the reason."""
         failures: Dict[str, str] = {}
-        ready = []  # (utt, num_frames, graph)
+        ready = []  # (utt, num_frames, template)
         for utt, words in texts.items():
             x = feats.get(utt)
             if x is None:
                 failures[utt] = "no features"
                 continue
             try:
-                dag, g = self.graph(words)
-                need = dag.min_frames(self.trans.topo)
-                if x.shape[0] < need:
-                    raise AlignError(f"too short: {x.shape[0]} frames, the transcript needs at least {need}")
+                t = self.template(utt, words)
+                if x.shape[0] < t.min_frames:
+                    raise AlignError(f"too short: {x.shape[0]} frames, the transcript needs at least {t.min_frames}")
             except AlignError as e:
                 failures[utt] = str(e)
                 continue
-            ready.append((utt, x.shape[0], g))
+            ready.append((utt, x.shape[0], t))
         ready.sort(key=lambda r: -r[1])
         alis: Dict[str, Alignment] = {}
         batches, cur, cur_frames = [], [], 0
@@ -158,7 +190,7 @@ class ForcedAligner:
             from tqdm import tqdm
             it = tqdm(batches, desc="align", unit="batch")
         for b in it:
-            res = self._align_batch([feats[u] for u, _, _ in b], [g for _, _, g in b])
+            res = self._align_batch([feats[u] for u, _, _ in b], [t for _, _, t in b])
             for (utt, _, _), a in zip(b, res):
                 if isinstance(a, str):
                     failures[utt] = a
@@ -169,36 +201,84 @@ class ForcedAligner:
             logger.warning("%d of %d utterances not aligned: %s", len(failures), len(texts), dict(kinds))
         return alis, failures
 
-    def _align_batch(self, xs: List[np.ndarray], graphs) -> List:
+    def _align_batch(self, xs: List[np.ndarray], templates) -> List:
+        if self.opts.backend == "torch":
+            return self._align_batch_torch(xs, templates)
+        if self.opts.backend != "k2":
+            raise ValueError(f"unknown alignment backend {self.opts.backend!r} (torch or k2)")
+        return self._align_batch_k2(xs, templates)
+
+    def _align_batch_torch(self, xs: List[np.ndarray], templates) -> List:
+        from asr_kd.hmm.viterbi import viterbi_batch
+
+        lls = [self.gmm.loglikes_subset(torch.as_tensor(x, dtype=torch.float32, device=self.device),
+                                        torch.from_numpy(t.pdf_set)) for x, t in zip(xs, templates)]
+        scores = [t.scores(self.trans, self.opts.transition_scale) for t in templates]
+        res = viterbi_batch(templates, lls, scores, self.opts.acoustic_scale, self.device)
+        out = []
+        for t, ll, r in zip(templates, lls, res):
+            if r is None:
+                out.append("no path: the training graph admits no alignment of this length")
+                continue
+            path, _ = r
+            col, ph, st = t.state_info()
+            local = torch.from_numpy(col[path])
+            like = float(ll.double().gather(1, local[:, None].to(ll.device)).sum())
+            if not math.isfinite(like):
+                out.append("alignment failed: non-finite log-likelihood")
+                continue
+            states = st[path]
+            start = states == 0
+            start[1:] &= path[1:] != path[:-1]
+            out.append(Alignment(t.pdf_set[col[path]].astype(np.int32), ph[path], states, start, like))
+        return out
+
+    def _align_batch_k2(self, xs: List[np.ndarray], templates) -> List:
         import k2
 
-        P = self.gmm.num_pdfs
-        lls = [self.gmm.loglikes(torch.as_tensor(x, dtype=torch.float32, device=self.device)) for x in xs]
-        T = max(ll.shape[0] for ll in lls)
-        dense = torch.full((len(xs), T, P + 1), -1e10, dtype=torch.float32, device=self.device)
+        # Each utterance is scored only on the pdfs its graph uses (graph labels renumbered).
+        graphs = [t.fsa(self.trans, self.opts.transition_scale, local=True) for t in templates]
+        lens = [x.shape[0] for x in xs]
+        lls = [self.gmm.loglikes_subset(torch.as_tensor(x, dtype=torch.float32, device=self.device),
+                                        torch.from_numpy(t.pdf_set)) for x, t in zip(xs, templates)]
+        T = max(lens)
+        C = max(len(t.pdf_set) for t in templates)
+        dense = torch.full((len(xs), T, C + 1), -1e10, dtype=torch.float32, device=self.device)
         for i, ll in enumerate(lls):
-            dense[i, : ll.shape[0], 1:] = ll * self.opts.acoustic_scale
-        seg = torch.tensor([[i, 0, ll.shape[0]] for i, ll in enumerate(lls)], dtype=torch.int32)
+            dense[i, : ll.shape[0], 1 : ll.shape[1] + 1] = ll * self.opts.acoustic_scale
+        seg = torch.tensor([[i, 0, n] for i, n in enumerate(lens)], dtype=torch.int32)
         dfv = k2.DenseFsaVec(dense, seg)
         fsas = k2.create_fsa_vec([g.to(self.device) for g in graphs])
-        lats = k2.intersect_dense(fsas, dfv, output_beam=self.opts.output_beam)
+        if self.opts.search_beam > 0:
+            lats = k2.intersect_dense_pruned(fsas, dfv, search_beam=self.opts.search_beam,
+                                             output_beam=self.opts.output_beam, min_active_states=30,
+                                             max_active_states=self.opts.max_active)
+        else:
+            lats = k2.intersect_dense(fsas, dfv, output_beam=self.opts.output_beam)
         best = k2.shortest_path(lats, use_double_scores=True)
-        tot = best.get_tot_scores(use_double_scores=True, log_semiring=False).cpu()
+        # a best path is linear with its arcs in order: slice the arc arrays per utterance
+        shape = best.arcs.shape()
+        arc_splits = shape.row_splits(2)[shape.row_splits(1).long()].long().cpu().tolist()
+        labels = best.labels.cpu()
+        phones = best.phones.cpu()
+        states = best.hmm_states.cpu()
+        starts = best.phone_start.cpu()
         out = []
-        for i, ll in enumerate(lls):
-            path = best[i]
-            labels = path.labels
-            n = ll.shape[0]
-            if labels.numel() == 0:
-                out.append("no path through the training graph (transcript/audio mismatch or too short)")
+        for i, n in enumerate(lens):
+            a0, a1 = arc_splits[i], arc_splits[i + 1]
+            if a1 - a0 == 0:
+                out.append("no path: the training graph admits no alignment of this length")
                 continue
-            pdfs = labels[:-1].long() - 1
-            if pdfs.numel() != n or not math.isfinite(float(tot[i])):
-                out.append("alignment failed (path length mismatch or -inf score)")
+            local = labels[a0 : a1 - 1].long() - 1
+            if local.numel() != n or int(labels[a1 - 1]) != -1:
+                out.append("alignment failed: path length mismatch")
                 continue
-            like = float(ll.double().gather(1, pdfs[:, None]).sum())
-            out.append(Alignment(
-                pdfs.to(torch.int32).cpu().numpy(), path.phones[:-1].cpu().numpy().astype(np.int32),
-                path.hmm_states[:-1].cpu().numpy().astype(np.int32),
-                path.phone_start[:-1].cpu().numpy().astype(bool), like))
+            like = float(lls[i].double().gather(1, local[:, None].to(lls[i].device)).sum())
+            pdfs = torch.from_numpy(templates[i].pdf_set)[local]
+            if not math.isfinite(like):
+                out.append("alignment failed: non-finite log-likelihood")
+                continue
+            out.append(Alignment(pdfs.to(torch.int32).numpy(), phones[a0 : a1 - 1].numpy().astype(np.int32),
+                                 states[a0 : a1 - 1].numpy().astype(np.int32),
+                                 starts[a0 : a1 - 1].numpy().astype(bool), like))
         return out

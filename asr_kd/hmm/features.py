@@ -7,10 +7,9 @@ delta recipes, cepstral mean normalisation is per speaker and is applied before 
 from __future__ import annotations
 
 import logging
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
 import numpy as np
 
@@ -91,6 +90,8 @@ class FeatureOpts:
     cepstral_lifter: float = 22.0
     delta_order: int = 2
     norm_vars: bool = False
+    # utterances whose mean log-mel energy varies less than this over time are digital silence
+    min_energy_range: float = 1e-3
 
     @property
     def dim(self) -> int:
@@ -113,11 +114,15 @@ def compute_features(
     for utt, spk, fbank in items:
         fbank = np.asarray(fbank)
         if fbank.ndim != 2 or fbank.shape[0] == 0:
-            rejected[utt] = "empty features (0 frames)"
+            rejected[utt] = "empty features: 0 frames"
             continue
         if not np.isfinite(fbank).all():
             bad = int((~np.isfinite(fbank)).any(axis=1).sum())
-            rejected[utt] = f"non-finite feature values (NaN/inf) in {bad} of {fbank.shape[0]} frames"
+            rejected[utt] = f"bad features: NaN/inf values in {bad} of {fbank.shape[0]} frames"
+            continue
+        if fbank.shape[0] > 1 and float(np.ptp(fbank.mean(axis=1))) < opts.min_energy_range:
+            rejected[utt] = ("silent audio: frame energies constant (digital silence), "
+                             f"range {float(np.ptp(fbank.mean(axis=1))):.2g} < {opts.min_energy_range}")
             continue
         c = fbank_to_mfcc(fbank, opts.num_ceps, opts.cepstral_lifter)
         mfcc[utt] = c

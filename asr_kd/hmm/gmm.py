@@ -117,6 +117,16 @@ class DiagGmmSet:
             return x.new_zeros(0, self.num_pdfs)
         return torch.cat(out)
 
+    def loglikes_subset(self, x: torch.Tensor, pdfs: torch.Tensor) -> torch.Tensor:
+        """Log-likelihoods ``[T, len(pdfs)]`` of only the given pdfs (an utterance's training graph
+        uses a small fraction of a triphone system's pdfs)."""
+        W, const = self._params(x.device, x.dtype)
+        G = self.max_gauss
+        idx = (pdfs.to(x.device).long()[:, None] * G + torch.arange(G, device=x.device)).reshape(-1)
+        xx = torch.cat([x * x, x], dim=1)
+        ll = (xx @ W[:, idx] + const[idx]).reshape(x.shape[0], len(pdfs), G)
+        return torch.logsumexp(ll, dim=2)
+
     def aligned_component_loglikes(self, x: torch.Tensor, pdfs: torch.Tensor) -> torch.Tensor:
         """Weighted log-likelihoods ``[T, G]`` of each frame's Gaussians in its own pdf (float64)."""
         x = x.double()
@@ -126,10 +136,13 @@ class DiagGmmSet:
         return ll + self.log_weights[pdfs]
 
     # ---- training ----
-    def accumulate(self, x: torch.Tensor, pdfs: torch.Tensor, accs: GmmAccs) -> float:
+    def accumulate(self, x: torch.Tensor, pdfs: torch.Tensor, accs: GmmAccs, chunk: int = 200000) -> float:
         """Viterbi-style accumulation: frame t belongs to pdf ``pdfs[t]``; within the pdf, Gaussian
-        posteriors. Frames are grouped by pdf so each pdf costs three small matmuls (float64).
-        Returns the total log-likelihood of the frames."""
+        posteriors. Frames are grouped by pdf so each pdf costs three small matmuls (float64);
+        ``chunk`` frames at a time bound the memory. Returns the total log-likelihood."""
+        return sum(self._accumulate(x[s : s + chunk], pdfs[s : s + chunk], accs) for s in range(0, x.shape[0], chunk))
+
+    def _accumulate(self, x: torch.Tensor, pdfs: torch.Tensor, accs: GmmAccs) -> float:
         if x.shape[0] == 0:
             return 0.0
         x = x.to(self.means.device, torch.float64)

@@ -16,8 +16,9 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
+import numpy as np
 import torch
 
 from asr_kd.hmm.lang_io import LangInfo
@@ -62,7 +63,7 @@ def lookup_words(words: Sequence[str], lang: LangInfo, map_oov: bool = True) -> 
         p = lang.lexicon.get(w)
         if p is None:
             if not map_oov or lang.oov_word is None or lang.oov_word not in lang.lexicon:
-                raise AlignError(f"word {w!r} has no pronunciation in the lexicon")
+                raise AlignError(f"no pronunciation: word {w!r} is not in the lexicon")
             oovs.append(w)
             p = lang.lexicon[lang.oov_word]
         prons.append(p)
@@ -158,14 +159,84 @@ def context_expand(dag: PhoneDag, context_width: int):
     return copies, next_copies, start, final
 
 
-def compile_graph(dag: PhoneDag, ctx, trans: TransitionModel, transition_scale: float = 1.0):
-    """The HMM-level training graph of ``dag`` as a k2 FSA (labels pdf-id + 1, see module doc).
+# transition kinds of a graph arc: which probability of (tphone, tstate) it carries
+_SELF_LOOP, _FORWARD, _NONE = 0, 1, 2
+
+
+@dataclass
+class GraphTemplate:
+    """A training graph whose arc scores are not filled in yet.
+
+    The structure and the pdf labels depend only on the transcript and the context dependency;
+    the transition probabilities change every training iteration, so the scores are computed
+    (vectorised) by :meth:`fsa` from the current transition model."""
+
+    src: np.ndarray
+    dst: np.ndarray
+    labels: np.ndarray  # pdf-id + 1, or -1 on arcs into the final state
+    tphone: np.ndarray  # the phone/state whose transition the arc takes
+    tstate: np.ndarray
+    tkind: np.ndarray  # _SELF_LOOP, _FORWARD or _NONE
+    weight: np.ndarray  # lexicon weight (optional silence, final)
+    phones: np.ndarray  # attributes riding through intersection
+    hmm_states: np.ndarray
+    phone_start: np.ndarray
+    min_frames: int = 0
+    pdf_set: np.ndarray = None  # the pdf-ids the graph uses, sorted
+    local_labels: np.ndarray = None  # labels renumbered to index in pdf_set + 1 (-1 kept)
+
+    def __post_init__(self):
+        if self.pdf_set is None:
+            self.pdf_set = np.unique(self.labels[self.labels > 0]) - 1
+            self.local_labels = np.where(self.labels > 0, np.searchsorted(self.pdf_set, self.labels - 1) + 1,
+                                         self.labels).astype(np.int32)
+
+    def state_info(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per state id: local pdf column (label - 1), phone and HMM state (from the arcs into it)."""
+        n = self.final_state + 1
+        col = np.zeros(n, dtype=np.int64)
+        ph = np.zeros(n, dtype=np.int32)
+        st = np.zeros(n, dtype=np.int32)
+        into = self.labels > 0
+        col[self.dst[into]] = self.local_labels[into] - 1
+        ph[self.dst[into]] = self.phones[into]
+        st[self.dst[into]] = self.hmm_states[into]
+        return col, ph, st
+
+    @property
+    def final_state(self) -> int:
+        return int(self.dst.max())
+
+    def scores(self, trans: TransitionModel, transition_scale: float = 1.0) -> np.ndarray:
+        """Arc scores: lexicon weight + scaled log transition probability."""
+        P = max(trans.loop) + 1
+        S = max(len(v) for v in trans.loop.values())
+        table = np.zeros((P, S, 3))
+        for p, v in trans.loop.items():
+            table[p, : len(v), _SELF_LOOP] = np.log(v)
+            table[p, : len(v), _FORWARD] = np.log1p(-v)
+        return self.weight + transition_scale * table[self.tphone, self.tstate, self.tkind]
+
+    def fsa(self, trans: TransitionModel, transition_scale: float = 1.0, local: bool = False):
+        """The k2 FSA with scores from ``trans``; with ``local`` its labels index ``pdf_set``
+        (+1) instead of all pdf-ids, for scoring only the pdfs this graph uses."""
+        import k2
+
+        score = self.scores(trans, transition_scale)
+        arcs = torch.from_numpy(np.stack([self.src, self.dst, self.local_labels if local else self.labels,
+                                          score.astype(np.float32).view(np.int32)], axis=1))
+        fsa = k2.Fsa(arcs)
+        fsa.phones = torch.from_numpy(self.phones)
+        fsa.hmm_states = torch.from_numpy(self.hmm_states)
+        fsa.phone_start = torch.from_numpy(self.phone_start)
+        return fsa
+
+
+def build_template(dag: PhoneDag, ctx, topo: HmmTopology) -> GraphTemplate:
+    """The HMM-level training graph of ``dag`` (see the module doc), scores left open.
 
     ``ctx`` maps ``(left, phone, right, hmm_state)`` to a pdf-id (:class:`~asr_kd.hmm.tree.MonophoneContext`
     or :class:`~asr_kd.hmm.tree.DecisionTree`)."""
-    import k2
-
-    topo = trans.topo
     copies, next_copies, start_copies, final_copies = context_expand(dag, ctx.context_width)
     # state ids: 0 = super start, then the HMM states of each copy, last = super final
     base = []
@@ -174,12 +245,7 @@ def compile_graph(dag: PhoneDag, ctx, trans: TransitionModel, transition_scale: 
         base.append(n)
         n += topo[dag.arcs[i][2]]
     final_state = n
-    src, dst, lab, score, a_phone, a_state, a_start = [], [], [], [], [], [], []
-
-    def arc(s, d, label, sc, phone, state, start):
-        src.append(s); dst.append(d); lab.append(label); score.append(sc)
-        a_phone.append(phone); a_state.append(state); a_start.append(start)
-
+    rows = []  # (src, dst, label, tphone, tstate, tkind, weight, phone, state, start)
     pdf_cache: Dict[Tuple[int, int, int, int], int] = {}
 
     def pdf(l, p, r, k):
@@ -193,36 +259,33 @@ def compile_graph(dag: PhoneDag, ctx, trans: TransitionModel, transition_scale: 
     for c, (i, l, r) in enumerate(copies):
         p = dag.arcs[i][2]
         ns = topo[p]
-        loop = trans.loop[p]
         pdfs = [pdf(l, p, r, k) for k in range(ns)]
         for k in range(ns):
             s = base[c] + k
-            arc(s, s, pdfs[k] + 1, transition_scale * math.log(loop[k]), p, k, 0)
-            fwd = transition_scale * math.log(1.0 - loop[k])
+            rows.append((s, s, pdfs[k] + 1, p, k, _SELF_LOOP, 0.0, p, k, 0))
             if k + 1 < ns:
-                arc(s, s + 1, pdfs[k + 1] + 1, fwd, p, k + 1, 0)
+                rows.append((s, s + 1, pdfs[k + 1] + 1, p, k, _FORWARD, 0.0, p, k + 1, 0))
         last = base[c] + ns - 1
-        fwd = transition_scale * math.log(1.0 - loop[ns - 1])
         for c2 in next_copies[c]:
             i2, l2, r2 = copies[c2]
             p2 = dag.arcs[i2][2]
-            arc(last, base[c2], pdf(l2, p2, r2, 0) + 1, fwd + dag.arcs[i2][3], p2, 0, 1)
+            rows.append((last, base[c2], pdf(l2, p2, r2, 0) + 1, p, ns - 1, _FORWARD, dag.arcs[i2][3], p2, 0, 1))
         if c in finals:
-            arc(last, final_state, -1, fwd + dag.finals[dag.arcs[i][1]], 0, 0, 0)
+            rows.append((last, final_state, -1, p, ns - 1, _FORWARD, dag.finals[dag.arcs[i][1]], 0, 0, 0))
     for c in start_copies:
         i, l, r = copies[c]
         p = dag.arcs[i][2]
-        arc(0, base[c], pdf(l, p, r, 0) + 1, dag.arcs[i][3], p, 0, 1)
-    if not src:
+        rows.append((0, base[c], pdf(l, p, r, 0) + 1, 0, 0, _NONE, dag.arcs[i][3], p, 0, 1))
+    if not rows:
         raise AlignError("empty training graph")
-    order = sorted(range(len(src)), key=lambda a: src[a])
-    idx = torch.tensor(order, dtype=torch.long)
-    scores = torch.tensor(score, dtype=torch.float32)[idx]
-    arcs = torch.stack(
-        [torch.tensor(src, dtype=torch.int32)[idx], torch.tensor(dst, dtype=torch.int32)[idx],
-         torch.tensor(lab, dtype=torch.int32)[idx], scores.view(torch.int32)], dim=1)
-    fsa = k2.Fsa(arcs)
-    fsa.phones = torch.tensor(a_phone, dtype=torch.int32)[idx]
-    fsa.hmm_states = torch.tensor(a_state, dtype=torch.int32)[idx]
-    fsa.phone_start = torch.tensor(a_start, dtype=torch.int32)[idx]
-    return fsa
+    rows.sort(key=lambda a: a[0])  # k2 wants arcs grouped by source state
+    cols = list(zip(*rows))
+    i32 = lambda j: np.asarray(cols[j], dtype=np.int32)
+    return GraphTemplate(i32(0), i32(1), i32(2), np.asarray(cols[3], dtype=np.int64),
+                         np.asarray(cols[4], dtype=np.int64), np.asarray(cols[5], dtype=np.int64),
+                         np.asarray(cols[6], dtype=np.float64), i32(7), i32(8), i32(9), dag.min_frames(topo))
+
+
+def compile_graph(dag: PhoneDag, ctx, trans: TransitionModel, transition_scale: float = 1.0):
+    """The training graph of ``dag`` as a k2 FSA with labels pdf-id + 1 (see the module doc)."""
+    return build_template(dag, ctx, trans.topo).fsa(trans, transition_scale)

@@ -13,9 +13,7 @@ A model directory (``exp/mono``, ``exp/tri1``) holds::
 """
 from __future__ import annotations
 
-import json
 import logging
-import math
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -36,7 +34,7 @@ def save_alignments(path, alis: Dict[str, Alignment]) -> None:
 
 
 def load_alignments(path) -> Dict[str, Alignment]:
-    d = torch.load(path, map_location="cpu")
+    d = torch.load(path, map_location="cpu", weights_only=False)  # our own file: numpy arrays inside
     return {u: Alignment.from_arrays(v) for u, v in d.items()}
 
 

@@ -6,7 +6,7 @@ per-frame phone and state are returned so that alignments can be scored.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Dict, Tuple
 
 import numpy as np
 
@@ -63,3 +63,40 @@ def toy_corpus(lang: LangInfo, num_utts: int = 60, dim: int = 6, num_states: int
         texts[utt] = words
         truth[utt] = (np.array(ph), np.array(st))
     return feats, texts, truth
+
+
+def write_lang_dir(lang: LangInfo, d, sil_prob: float = 0.5, with_L: bool = True) -> None:
+    """Write ``lang`` in the Kaldi layout (phones.txt, words.txt, lexicon.txt,
+    phones/{silence,optional_silence}.txt and, with ``with_L``, an L.fst with optional silence
+    built as Kaldi's ``make_lexicon_fst.py --sil-prob`` does)."""
+    import math
+    from pathlib import Path
+
+    d = Path(d)
+    (d / "phones").mkdir(parents=True, exist_ok=True)
+    (d / "phones.txt").write_text("".join(f"{p} {i}\n" for p, i in sorted(lang.phones.items(), key=lambda x: x[1])))
+    (d / "words.txt").write_text("".join(f"{w} {i}\n" for w, i in sorted(lang.words.items(), key=lambda x: x[1])))
+    names = {i: p for p, i in lang.phones.items()}
+    (d / "lexicon.txt").write_text("".join(
+        f"{w} {' '.join(names[p] for p in pr)}\n" for w, prs in sorted(lang.lexicon.items()) for pr in prs))
+    (d / "phones" / "silence.txt").write_text("".join(f"{names[p]}\n" for p in lang.silence_phones))
+    (d / "phones" / "optional_silence.txt").write_text(f"{names[lang.optional_silence]}\n")
+    if not with_L:
+        return
+    import kaldifst
+
+    sil, nosil = -math.log(sil_prob), -math.log(1 - sil_prob)
+    # 0 = start, 1 = loop (final), 2 = after-silence
+    lines = [f"0 1 0 0 {nosil}", f"0 2 0 0 {sil}", f"2 1 {lang.optional_silence} 0 0"]
+    n = 3
+    for w, prons in sorted(lang.lexicon.items()):
+        for pr in prons:
+            cur = 1
+            for i, p in enumerate(pr[:-1]):
+                lines.append(f"{cur} {n} {p} {lang.words[w] if i == 0 else 0} 0")
+                cur, n = n, n + 1
+            out = lang.words[w] if len(pr) == 1 else 0
+            lines.append(f"{cur} 1 {pr[-1]} {out} {nosil}")
+            lines.append(f"{cur} 2 {pr[-1]} {out} {sil}")
+    lines.append("1 0")
+    kaldifst.compile("\n".join(lines) + "\n").write(str(d / "L.fst"))

@@ -7,10 +7,8 @@ alignment, MLE-update both, and mix up towards the target number of Gaussians.
 from __future__ import annotations
 
 import logging
-import math
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -42,7 +40,7 @@ class GmmHmm:
 
     @classmethod
     def load(cls, path) -> "GmmHmm":
-        d = torch.load(path, map_location="cpu")
+        d = torch.load(path, map_location="cpu", weights_only=False)  # torch >= 2.6 defaults to True
         trans = TransitionModel.from_dict(d["trans"])
         ctx = context_from_dict(d["ctx"], trans.topo)
         return cls(ctx, trans, DiagGmmSet.from_state_dict(d["gmm"]))
@@ -58,11 +56,13 @@ def context_from_dict(d: dict, topo: HmmTopology):
 
 @dataclass
 class TrainOpts:
-    num_iters: int = 40
-    realign_iters: Sequence[int] = tuple(list(range(1, 10)) + list(range(10, 40, 2)))
+    # lighter than Kaldi's train_mono.sh (40 iterations, 25 realignments): see asr_kd/hmm/cli.py
+    num_iters: int = 30
+    realign_iters: Sequence[int] = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 19, 22, 25, 28)
     init_gauss: Optional[int] = None  # default: one per pdf
     max_gauss: int = 1000
-    max_iter_inc: int = 30  # reach max_gauss by this iteration
+    max_iter_inc: int = 20  # reach max_gauss by this iteration
+    random_flat_start: bool = False  # Kaldi's random-path equal alignment instead of silence at the edges
     power: float = 0.2
     perturb: float = 0.01
     min_gaussian_occupancy: float = 10.0
@@ -100,11 +100,12 @@ def train_gmm_hmm(
     cur_gauss = model.gmm.total_gauss()
     inc = max(0, (opts.max_gauss - cur_gauss)) / max(1, opts.max_iter_inc)
     x, pdfs = _cat(alis, feats)
+    cache: dict = {}  # graph templates, reused by every realignment of this run
     for it in range(0, opts.num_iters + 1):
         t0 = time.time()
         realigned = False
         if it > 0 and it in set(opts.realign_iters):
-            aligner = ForcedAligner(model.gmm, model.ctx, model.trans, lang, opts.align, device)
+            aligner = ForcedAligner(model.gmm, model.ctx, model.trans, lang, opts.align, device, cache)
             alis, failures = aligner.align(feats, texts, progress=progress)
             x, pdfs = _cat(alis, feats)
             realigned = True
@@ -132,7 +133,7 @@ def train_gmm_hmm(
                     it, " (realigned)" if realigned else "", row["loglike_per_frame"], row["frames"],
                     row["num_gauss"], len(alis), len(texts))
     # final alignment with the final model
-    aligner = ForcedAligner(model.gmm, model.ctx, model.trans, lang, opts.align, device)
+    aligner = ForcedAligner(model.gmm, model.ctx, model.trans, lang, opts.align, device, cache)
     alis, failures = aligner.align(feats, texts, progress=progress)
     return model, alis, failures, history
 
@@ -147,14 +148,17 @@ def init_monophone(lang: LangInfo, feats: Dict[str, np.ndarray], num_states: int
     return GmmHmm(ctx, TransitionModel.init(topo), DiagGmmSet.single_gaussian(mean, var, ctx.num_pdfs))
 
 
-def equal_align_all(model: GmmHmm, feats, texts, lang: LangInfo, map_oov: bool = True):
+def equal_align_all(model: GmmHmm, feats, texts, lang: LangInfo, map_oov: bool = True,
+                    random_path: bool = False, seed: int = 0):
     alis, failures = {}, {}
-    for utt, words in texts.items():
+    for i, (utt, words) in enumerate(texts.items()):
+        rng = np.random.RandomState(seed + i) if random_path else None
         if utt not in feats:
             failures[utt] = "no features"
             continue
         try:
-            alis[utt] = equal_align_transcript(feats[utt].shape[0], words, lang, model.ctx, model.trans.topo, map_oov)
+            alis[utt] = equal_align_transcript(feats[utt].shape[0], words, lang, model.ctx, model.trans.topo,
+                                               map_oov, rng)
         except AlignError as e:
             failures[utt] = str(e)
     return alis, failures
@@ -165,7 +169,7 @@ def train_mono(lang: LangInfo, feats, texts, opts: Optional[TrainOpts] = None, n
     """Monophone system from a flat start; returns ``(model, alignments, failures, history)``."""
     opts = opts or TrainOpts()
     model = init_monophone(lang, {u: feats[u] for u in texts if u in feats}, num_states, num_sil_states)
-    alis, failures = equal_align_all(model, feats, texts, lang, opts.align.map_oov)
+    alis, failures = equal_align_all(model, feats, texts, lang, opts.align.map_oov, opts.random_flat_start)
     if failures:
         logger.warning("equal alignment left out %d utterances", len(failures))
     return train_gmm_hmm(model, feats, texts, lang, alis, opts, device, progress)
@@ -201,7 +205,7 @@ def train_tri(
     Returns ``(model, alignments, failures, history, tree_summary)``."""
     from asr_kd.hmm.tree import TreeStats, build_tree, cluster_phones, leaf_stats
 
-    opts = opts or TrainOpts(num_iters=35, realign_iters=(10, 20, 30), max_gauss=10000, max_iter_inc=25)
+    opts = opts or TrainOpts(num_iters=25, realign_iters=(10, 15, 20), max_gauss=10000, max_iter_inc=20)
     topo = prev.trans.topo
     t0 = time.time()
     tstats = TreeStats.accumulate(alis, feats)

@@ -1,0 +1,325 @@
+"""``asr-kd gmm <step>``: monophone and triphone training, alignment, senone labels, CTM.
+
+Typical recipe use::
+
+    asr-kd gmm mono   --lang-dir data/lang --cuts data/fbank/X_cuts_train.jsonl.gz --exp-dir exp/mono
+    asr-kd gmm tri    --lang-dir data/lang --cuts data/fbank/X_cuts_train.jsonl.gz --ali-dir exp/mono \\
+                      --exp-dir exp/tri1 --num-leaves 2000 --max-gauss 10000
+    asr-kd gmm align  --lang-dir data/lang --cuts data/fbank/X_cuts_dev.jsonl.gz --model-dir exp/tri1 \\
+                      --out-dir exp/tri1_ali_dev
+    asr-kd gmm labels --cuts data/fbank/X_cuts_train.jsonl.gz --ali-dir exp/tri1 \\
+                      --out-cuts data/senones/X_cuts_train.jsonl.gz
+
+Every step skips its work when its outputs exist (``--force`` redoes it) and writes atomically.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def _common(p: argparse.ArgumentParser, lang: bool = True, cuts: bool = True) -> None:
+    if lang:
+        p.add_argument("--lang-dir", required=True, help="Kaldi-layout lang directory (phones.txt, lexicon.txt...)")
+    if cuts:
+        p.add_argument("--cuts", required=True, help="lhotse CutSet with fbank features and transcripts")
+    p.add_argument("--num-threads", type=int, default=1, help="torch threads (the machine is shared)")
+    p.add_argument("--device", default="cpu", help="torch device for likelihoods and alignment")
+    p.add_argument("--force", action="store_true", help="redo the step even if its outputs exist")
+    p.add_argument("--max-utts", type=int, default=0, help="use only the first N cuts (0 = all)")
+
+
+def _align_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--acoustic-scale", type=float, default=0.1)
+    p.add_argument("--sil-prob", type=float, default=0.5, help="optional silence probability between words")
+    p.add_argument("--batch-frames", type=int, default=20000, help="frames per alignment batch")
+    p.add_argument("--align-backend", choices=["torch", "k2"], default="torch",
+                   help="batched Viterbi in torch, or k2.intersect_dense + shortest_path (same result)")
+    p.add_argument("--no-map-oov", action="store_true",
+                   help="exclude utterances with words missing from the lexicon instead of mapping them to the OOV word")
+
+
+def _train_args(p, iters, realign, gauss, inc) -> None:
+    p.add_argument("--num-iters", type=int, default=iters, help="EM iterations (after the initial pass)")
+    p.add_argument("--realign-iters", default=realign, help="comma-separated iterations that realign")
+    p.add_argument("--max-gauss", type=int, default=gauss, help="target total number of Gaussians")
+    p.add_argument("--max-iter-inc", type=int, default=inc, help="iteration by which max-gauss is reached")
+    p.add_argument("--progress", action="store_true", help="progress bars")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="gmm_step", metavar="STEP", required=True)
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    # Kaldi's train_mono.sh realigns 25 times in 40 iterations; the default here is lighter
+    # (14 realignments in 30 iterations), which is what the speechocean762 numbers used
+    mono_realign = "1,2,3,4,5,6,8,10,13,16,19,22,25,28"
+    p = sub.add_parser("mono", help="monophone training from a flat start", formatter_class=fmt)
+    _common(p)
+    p.add_argument("--exp-dir", required=True, help="output model directory")
+    p.add_argument("--random-flat-start", action="store_true",
+                   help="Kaldi's random-path equal alignment instead of silence at both ends")
+    p.add_argument("--num-states", type=int, default=3, help="HMM states of non-silence phones")
+    p.add_argument("--num-sil-states", type=int, default=5, help="HMM states of silence phones")
+    _train_args(p, 30, mono_realign, 1000, 20)
+    _align_args(p)
+
+    p = sub.add_parser("tri", help="triphone training with decision-tree state tying", formatter_class=fmt)
+    _common(p)
+    p.add_argument("--ali-dir", required=True, help="model directory whose ali.pt starts the training")
+    p.add_argument("--exp-dir", required=True, help="output model directory")
+    p.add_argument("--num-leaves", type=int, default=2000, help="number of tied states (senones)")
+    p.add_argument("--min-leaf-count", type=float, default=100.0, help="frames a leaf needs at least")
+    _train_args(p, 25, "10,15,20", 10000, 20)
+    _align_args(p)
+
+    p = sub.add_parser("align", help="forced-align cuts with a trained model", formatter_class=fmt)
+    _common(p)
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--out-dir", required=True, help="where ali.pt, summary.json, priors.json, phones.ctm go")
+    _align_args(p)
+
+    p = sub.add_parser("labels", help="attach per-frame senone labels to cuts", formatter_class=fmt)
+    _common(p, lang=False)
+    p.add_argument("--ali-dir", required=True, help="directory with ali.pt (a model or align output)")
+    p.add_argument("--out-cuts", required=True, help="output CutSet (.jsonl.gz) with a 'senone' TemporalArray")
+    p.add_argument("--storage-dir", default=None, help="where the label arrays go (default: beside out-cuts)")
+
+    p = sub.add_parser("kaldi-compare", formatter_class=fmt,
+                       help="peer check: our monophone alignment vs Kaldi's (kaldi-hmm-gmm, own process)")
+    _common(p)
+    p.add_argument("--model-dir", required=True, help="our monophone model directory (exp/mono)")
+    p.add_argument("--peer-path", required=True,
+                   help="directory with kaldi-hmm-gmm and kaldifst==1.7.17 (pip install --no-deps --target DIR ...)")
+    p.add_argument("--out", required=True, help="JSON report")
+    p.add_argument("--num-iters", type=int, default=20)
+    p.add_argument("--realign-iters", default="1,2,3,4,5,6,8,10,12,14,16,18")
+    p.add_argument("--max-gauss", type=int, default=300)
+    p.add_argument("--max-iter-inc", type=int, default=15)
+    _align_args(p)
+
+    p = sub.add_parser("report", help="write the GMM rows of RESULTS.md / results.json", formatter_class=fmt)
+    p.add_argument("--recipe-dir", default=".")
+    p.add_argument("--model-dirs", nargs="+", default=[], help="training directories (exp/mono exp/tri1)")
+    p.add_argument("--align-dirs", nargs="*", default=[], help="'gmm align' outputs, as SYSTEM:SET:DIR")
+    p.add_argument("--command", required=True, help="the exact command that produced the numbers")
+
+    p = sub.add_parser("ctm", help="phone-level CTM of an alignment", formatter_class=fmt)
+    _common(p, cuts=False)
+    p.add_argument("--ali-dir", required=True)
+    p.add_argument("--out", required=True)
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
+
+
+def load_data(cuts_path, max_utts: int = 0):
+    """Cuts, features (MFCC + CMVN + deltas), transcripts and feature rejections."""
+    from lhotse import load_manifest
+
+    from asr_kd.hmm.features import features_from_cuts
+
+    cuts = load_manifest(cuts_path)
+    if max_utts:
+        cuts = cuts.subset(first=max_utts)
+    t0 = time.time()
+    feats, rejected = features_from_cuts(cuts)
+    texts = {}
+    for c in cuts:
+        words = []
+        for s in c.supervisions:
+            words += (s.text or "").split()
+        texts[c.id] = words
+    logger.info("%d cuts, %d with features (%.1f s), %d rejected", len(texts), len(feats), time.time() - t0, len(rejected))
+    return cuts, feats, texts, rejected
+
+
+def _align_opts(args):
+    from asr_kd.hmm.align import AlignOpts
+
+    return AlignOpts(acoustic_scale=args.acoustic_scale, sil_prob=args.sil_prob,
+                     batch_frames=args.batch_frames, map_oov=not args.no_map_oov, backend=args.align_backend)
+
+
+def _train_opts(args):
+    from asr_kd.hmm.train import TrainOpts
+
+    return TrainOpts(num_iters=args.num_iters, realign_iters=tuple(int(i) for i in args.realign_iters.split(",") if i),
+                     max_gauss=args.max_gauss, max_iter_inc=args.max_iter_inc, align=_align_opts(args),
+                     random_flat_start=getattr(args, "random_flat_start", False))
+
+
+def run(args) -> int:
+    import torch
+
+    torch.set_num_threads(getattr(args, "num_threads", 1))
+    step = args.gmm_step
+    from asr_kd.hmm.lang_io import LangInfo
+    from asr_kd.hmm.output import (attach_senones, load_alignments, save_alignments, save_model_dir,
+                                   senone_priors, write_ctm)
+    from asr_kd.utils import outputs_exist, write_json
+
+    if step == "report":
+        return _report(args)
+    if step == "kaldi-compare":
+        return _kaldi_compare(args)
+    if step == "ctm":
+        lang = LangInfo.load(args.lang_dir)
+        write_ctm(args.out, load_alignments(Path(args.ali_dir) / "ali.pt"), lang.phone_names)
+        return 0
+    if step == "labels":
+        if outputs_exist(args.out_cuts) and not args.force:
+            logger.info("%s exists; skipping (use --force to redo)", args.out_cuts)
+            return 0
+        from lhotse import load_manifest
+
+        from asr_kd.utils import atomic_path
+
+        cuts = load_manifest(args.cuts)
+        alis = load_alignments(Path(args.ali_dir) / "ali.pt")
+        storage = args.storage_dir or str(Path(args.out_cuts).parent / (Path(args.out_cuts).name.split(".")[0] + "_senone"))
+        out, counts = attach_senones(cuts, alis, storage)
+        with atomic_path(args.out_cuts) as tmp:
+            out.to_file(tmp)
+        logger.info("senone labels: %s", counts)
+        return 0
+
+    lang = LangInfo.load(args.lang_dir)
+    out_dir = Path(args.exp_dir if step in ("mono", "tri") else args.out_dir)
+    if outputs_exist(out_dir / ("final.mdl" if step != "align" else "ali.pt")) and not args.force:
+        logger.info("%s is done; skipping (use --force to redo)", out_dir)
+        return 0
+    t0 = time.time()
+    cuts, feats, texts, rejected = load_data(args.cuts, args.max_utts)
+    from asr_kd.hmm.train import GmmHmm, train_mono, train_tri
+
+    if step == "mono":
+        model, alis, failures, history = train_mono(lang, feats, texts, _train_opts(args), args.num_states,
+                                                    args.num_sil_states, args.device, args.progress)
+        extra = {}
+    elif step == "tri":
+        prev = GmmHmm.load(Path(args.ali_dir) / "final.mdl")
+        prev_alis = load_alignments(Path(args.ali_dir) / "ali.pt")
+        prev_alis = {u: a for u, a in prev_alis.items() if u in feats and feats[u].shape[0] == a.num_frames}
+        model, alis, failures, history, extra = train_tri(prev, prev_alis, feats, texts, lang, args.num_leaves,
+                                                          _train_opts(args), args.min_leaf_count, args.device,
+                                                          args.progress)
+        extra = {"tree": extra}
+    else:  # align
+        from asr_kd.hmm.align import ForcedAligner
+
+        model = GmmHmm.load(Path(args.model_dir) / "final.mdl")
+        t1 = time.time()
+        aligner = ForcedAligner(model.gmm, model.ctx, model.trans, lang, _align_opts(args), args.device)
+        alis, failures = aligner.align(feats, texts, progress=True)
+        secs = time.time() - t1
+        failures.update({u: r for u, r in rejected.items()})
+        frames = sum(a.num_frames for a in alis.values())
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(out_dir / "ali_failures.json", failures)
+        write_json(out_dir / "priors.json", senone_priors(alis, model.ctx.num_pdfs))
+        write_ctm(out_dir / "phones.ctm", alis, lang.phone_names)
+        write_json(out_dir / "summary.json", {
+            "model": str(args.model_dir), "utts": len(texts), "utts_aligned": len(alis), "utts_failed": len(failures),
+            "loglike_per_frame": sum(a.loglike for a in alis.values()) / max(frames, 1),
+            "align_seconds": secs, "real_time_factor": secs / max(frames * 0.01, 1e-9),
+            "peak_rss_mb": _peak_rss_mb()})
+        save_alignments(out_dir / "ali.pt", alis)
+        return 0
+    failures.update({u: r for u, r in rejected.items()})
+    extra["seconds"] = round(time.time() - t0, 1)
+    extra["peak_rss_mb"] = _peak_rss_mb()
+    extra["frames"] = int(sum(f.shape[0] for f in feats.values()))
+    save_model_dir(out_dir, model, alis, failures, history, lang, extra)
+    logger.info("%s: %d/%d utterances aligned, %d pdfs, %d Gaussians (%.0f s)", out_dir, len(alis), len(texts),
+                model.ctx.num_pdfs, model.gmm.total_gauss(), time.time() - t0)
+    return 0
+
+
+def _report(args) -> int:
+    """Rows for the 'gmm' table: per system, aligned fraction, final and per-pass log-likelihood,
+    size, wall time and peak memory (all read from the files the steps wrote)."""
+    import json
+
+    from asr_kd.results import update_results
+
+    rows = []
+    for d in args.model_dirs:
+        d = Path(d)
+        summ = json.loads((d / "summary.json").read_text())
+        hist = json.loads((d / "history.json").read_text())
+        n = summ["utts_aligned"] + summ["utts_failed"]
+        system = "gmm-mono" if d.name.startswith("mono") else "gmm-tri"
+        rows.append({
+            "system": system, "set": "train", "utterances": n, "aligned_pct": 100.0 * summ["utts_aligned"] / max(n, 1),
+            "loglike_per_frame": summ["final_loglike_per_frame"], "num_pdfs": summ["num_pdfs"],
+            "num_gauss": summ["num_gauss"], "seconds": summ.get("seconds"), "peak_rss_mb": summ.get("peak_rss_mb"),
+            "loglike_per_pass": " ".join(f"{h['loglike_per_frame']:.1f}" for h in hist if h["realigned"] or h["iter"] == 0),
+            "exp_dir": str(d), "command": args.command,
+        })
+    for spec in args.align_dirs:
+        system, set_, d = spec.split(":", 2)
+        summ = json.loads((Path(d) / "summary.json").read_text())
+        rows.append({
+            "system": system, "set": set_, "utterances": summ["utts"],
+            "aligned_pct": 100.0 * summ["utts_aligned"] / max(summ["utts"], 1),
+            "loglike_per_frame": summ["loglike_per_frame"], "align_rtf": summ["real_time_factor"],
+            "peak_rss_mb": summ.get("peak_rss_mb"), "exp_dir": str(d), "command": args.command,
+        })
+    secs = [r.get("seconds") for r in rows if r["set"] == "train"]
+    if secs and all(v is not None for v in secs):
+        rows.append({"system": "gmm-pipeline", "set": "train", "seconds": float(sum(secs)),
+                     "peak_rss_mb": max((r.get("peak_rss_mb") or 0.0) for r in rows),
+                     "exp_dir": " ".join(str(d) for d in args.model_dirs), "command": args.command})
+    update_results(args.recipe_dir, rows, table="gmm", notes={
+        "gmm": "GMM-HMM systems (asr_kd.hmm): fraction of utterances force-aligned, average per-frame "
+               "log-likelihood of the final alignment and per pass (flat start, then each realignment), "
+               "wall time and peak memory of the training step on this machine; align_rtf = alignment "
+               "seconds per second of audio."})
+    return 0
+
+
+def _kaldi_compare(args) -> int:
+    """Two checks on the same features and lexicon (a subset: --max-utts): (1) Kaldi aligns with
+    our monophone model, which isolates the aligner and graphs; (2) Kaldi and we each train a
+    monophone system from a flat start with the same schedule, and the alignments are compared."""
+    from asr_kd.hmm.align import ForcedAligner
+    from asr_kd.hmm.kaldi_peer import compare, run_kaldi_mono
+    from asr_kd.hmm.lang_io import LangInfo
+    from asr_kd.hmm.train import GmmHmm, train_mono
+    from asr_kd.utils import write_json
+
+    lang = LangInfo.load(args.lang_dir)
+    cuts, feats, texts, rejected = load_data(args.cuts, args.max_utts)
+    texts = {u: w for u, w in texts.items() if u in feats}
+    model = GmmHmm.load(Path(args.model_dir) / "final.mdl")
+    if model.ctx.to_dict()["type"] != "monophone":
+        raise SystemExit(f"{args.model_dir} is not a monophone model")
+    ours, _ = ForcedAligner(model.gmm, model.ctx, model.trans, lang, _align_opts(args)).align(feats, texts)
+    same = compare(ours, run_kaldi_mono(feats, texts, args.lang_dir, args.peer_path, model=model))
+    opts = _train_opts(args)
+    topo = model.trans.topo.num_states
+    t0 = time.time()
+    _, ours2, _, hist = train_mono(lang, feats, texts, opts, min(topo.values()), max(topo.values()))
+    ours_s = time.time() - t0
+    t0 = time.time()
+    kaldi = run_kaldi_mono(feats, texts, args.lang_dir, args.peer_path, opts.num_iters, opts.realign_iters,
+                           opts.max_gauss, opts.max_iter_inc, min(topo.values()), max(topo.values()))
+    kaldi_s = time.time() - t0
+    indep = compare(ours2, kaldi)
+    indep["our_history"] = [{"iter": h["iter"], "loglike_per_frame": h["loglike_per_frame"],
+                             "num_gauss": h["num_gauss"]} for h in hist]
+    indep["seconds_ours"], indep["seconds_kaldi"] = round(ours_s, 1), round(kaldi_s, 1)
+    report = {"cuts": str(args.cuts), "utts": len(texts), "same_model": same, "independent_training": indep}
+    write_json(args.out, report)
+    logger.info("same model: phone agreement %.4f, loglike/frame ours %.3f kaldi %.3f",
+                same["phone_agreement"], same["loglike_per_frame_ours"], same["loglike_per_frame_kaldi"])
+    logger.info("independent training: phone agreement %.4f, loglike/frame ours %.3f kaldi %.3f",
+                indep["phone_agreement"], indep["loglike_per_frame_ours"], indep["loglike_per_frame_kaldi"])
+    return 0

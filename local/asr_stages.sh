@@ -37,13 +37,13 @@ fi
 if stage_on 5; then
   log "Stage 5: monophone GMM-HMM (flat start)"
   asr-kd gmm mono --lang-dir data/lang --cuts data/fbank/${corpus}_cuts_train.jsonl.gz \
-    --exp-dir exp/mono --max-gauss $mono_gauss $gmm_opts
+    --exp-dir exp/mono --max-gauss $mono_gauss $mono_opts
 fi
 
 if stage_on 6; then
   log "Stage 6: triphone GMM-HMM with a decision tree ($tri_leaves leaves); senone labels of train"
   asr-kd gmm tri --lang-dir data/lang --cuts data/fbank/${corpus}_cuts_train.jsonl.gz --ali-dir exp/mono \
-    --exp-dir $gmm --num-leaves $tri_leaves --max-gauss $tri_gauss $gmm_opts
+    --exp-dir $gmm --num-leaves $tri_leaves --max-gauss $tri_gauss $tri_opts
   asr-kd gmm labels --cuts data/fbank/${corpus}_cuts_train.jsonl.gz --ali-dir $gmm \
     --out-cuts $senones/${corpus}_cuts_train.jsonl.gz
 fi
@@ -56,6 +56,8 @@ if stage_on 7; then
     asr-kd gmm labels --cuts data/fbank/${corpus}_cuts_$s.jsonl.gz --ali-dir ${gmm}_ali_$s \
       --out-cuts $senones/${corpus}_cuts_$s.jsonl.gz
   done
+  asr-kd gmm report --recipe-dir . --model-dirs exp/mono $gmm --align-dirs gmm-tri:dev:${gmm}_ali_dev \
+    gmm-tri:test:${gmm}_ali_test --command "$command"
 fi
 
 if stage_on 8; then

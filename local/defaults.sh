@@ -12,7 +12,8 @@ decode_opts=""         # extra asr-kd decode options (beams, --device cuda, ...)
 mono_gauss=1000        # Gaussians of the monophone system
 tri_leaves=2000        # senones (tied triphone states)
 tri_gauss=10000        # Gaussians of the triphone system
-gmm_opts=""            # extra asr-kd gmm options
+mono_opts=""           # extra asr-kd gmm mono options (--num-iters, --realign-iters, ...)
+tri_opts=""            # extra asr-kd gmm tri options
 # DNNs and distillation
 preset=small           # paper (8x2560), cpu (4x1024), small (3x512), tiny
 epochs=8

@@ -277,8 +277,9 @@ def _report(args) -> int:
         rows.append({"system": "gmm-pipeline", "set": "train", "seconds": float(sum(secs)),
                      "peak_rss_mb": max((r.get("peak_rss_mb") or 0.0) for r in rows),
                      "exp_dir": " ".join(str(d) for d in args.model_dirs), "command": args.command})
-    update_results(args.recipe_dir, rows, table="gmm", notes={
-        "gmm": "GMM-HMM systems (asr_kd.hmm): fraction of utterances force-aligned, average per-frame "
+    table = "GMM-HMM training and alignment"
+    update_results(args.recipe_dir, rows, table=table, notes={
+        table: "GMM-HMM systems (asr_kd.hmm): fraction of utterances force-aligned, average per-frame "
                "log-likelihood of the final alignment and per pass (flat start, then each realignment), "
                "wall time and peak memory of the training step on this machine; align_rtf = alignment "
                "seconds per second of audio."})

@@ -21,7 +21,6 @@ wrong sample rate is resampled to the corpus rate with a warning.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple

@@ -20,9 +20,7 @@ CMVN statistics (count, sum, sum of squares per speaker and for the whole set) a
 """
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path

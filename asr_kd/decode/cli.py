@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import numpy as np
 from tqdm import tqdm
 
 from asr_kd.utils import write_json, write_text

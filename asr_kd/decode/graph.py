@@ -27,7 +27,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 from asr_kd.lang import Lang
 from asr_kd.utils import Pathlike, atomic_path, read_json, write_json

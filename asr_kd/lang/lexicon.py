@@ -15,7 +15,6 @@ import functools
 import logging
 import re
 from collections import OrderedDict
-from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from asr_kd.data.text import DIGIT_WORDS, normalize_word

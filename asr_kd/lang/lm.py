@@ -297,7 +297,7 @@ def run(args) -> int:
 
     from asr_kd.data.text import normalize_text
     from asr_kd.lang.prepare_lang import read_symbol_table
-    from asr_kd.utils import read_json, write_json
+    from asr_kd.utils import write_json
 
     name = f"{args.order}gram"
     arpa, g, stats_path = (args.out_dir / f"lm_{name}.arpa", args.out_dir / f"G_{name}.fst",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -144,18 +144,29 @@ class Lang:
         if not (d / "phones.txt").is_file():
             raise FileNotFoundError(f"{d}: not a lang directory (no phones.txt); run the lang stage first")
 
-        def lines(name: str) -> List[str]:
-            return (d / "phones" / name).read_text().split()
+        phones = read_symbol_table(d / "phones.txt")
 
+        def lines(name: str, default=None) -> List[str]:
+            path = d / "phones" / name
+            if not path.is_file():
+                if default is None:
+                    raise FileNotFoundError(f"{path} is missing (is {d} a Kaldi-layout lang directory?)")
+                return default
+            return path.read_text().split()
+
+        silence = lines("silence.txt")
+        # Directories made by other tools may lack these two lists: derive them from phones.txt.
+        disambig = lines("disambig.txt", [p for p in phones if p.startswith("#")])
+        nonsilence = lines("nonsilence.txt", [p for p in phones if p != EPS and p not in silence and p not in disambig])
         return cls(
             dir=d,
-            phones=read_symbol_table(d / "phones.txt"),
+            phones=phones,
             words=read_symbol_table(d / "words.txt"),
             lexicon=read_lexicon(d / "lexicon.txt", keep_stress=True),
-            silence_phones=lines("silence.txt"),
-            nonsilence_phones=lines("nonsilence.txt"),
-            disambig_phones=lines("disambig.txt"),
-            optional_silence=lines("optional_silence.txt")[0],
+            silence_phones=silence,
+            nonsilence_phones=nonsilence,
+            disambig_phones=disambig,
+            optional_silence=lines("optional_silence.txt", silence[:1])[0],
         )
 
     def phone_ids(self, phones: Sequence[str]) -> List[int]:

@@ -19,12 +19,11 @@ A NaN/inf loss stops the run with an error naming the epoch and batch (the last 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F

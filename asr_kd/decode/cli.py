@@ -122,6 +122,9 @@ def run(args) -> int:
     if args.audio:
         rate = getattr(scorer, "sampling_rate", None) or 16000
         items = audio_items(args.audio, rate)
+        if not items:
+            log.error("none of the audio files could be read")
+            return 1
         ids, hyps, _ = decode_items(scorer, graph, items, opts, args.lm_weights[:1])
         for u, ws in zip(ids, hyps[args.lm_weights[0]]):
             print(f"{u}\t{' '.join(words(ws))}")

@@ -1,0 +1,94 @@
+"""The yesno recipe end to end, from the corpus to RESULTS.md, in a scratch copy of the recipe.
+
+Runs every stage (manifests, fbank, lang, LM, monophone and triphone GMMs, alignment, decoding,
+two DNN teachers, a distilled student, the small-data experiment) with tiny settings, then checks
+what the stages left behind: senone labels on every training frame, Kaldi-style WER files, a
+decodable DNN, and result rows written by code. Takes a few minutes.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from lhotse import load_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def recipe(corpora, tmp_path_factory):
+    root = tmp_path_factory.mktemp("repo")
+    shutil.copytree(REPO / "local", root / "local")
+    shutil.copytree(REPO / "recipes" / "yesno", root / "recipes" / "yesno",
+                    ignore=shutil.ignore_patterns("data", "exp", "RESULTS.md", "results.json"))
+    env = dict(os.environ, CORPORA=str(corpora), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    env.pop("VIRTUAL_ENV", None)
+    run = root / "recipes" / "yesno" / "run.sh"
+    args = ["--num-teachers", "2", "--epochs", "2", "--preset", "tiny", "--temperatures", "2",
+            "--subset-fraction", "0.2", "--nnet-opts", "--dtype fp32"]
+    proc = subprocess.run(["bash", str(run), *args], env=env, capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return root / "recipes" / "yesno", proc, env, args
+
+
+def test_every_training_frame_has_a_senone(recipe, monkeypatch):
+    d, *_ = recipe
+    monkeypatch.chdir(d)  # manifests point at storage relative to the recipe directory, as in lhotse
+    cuts = load_manifest(d / "data" / "senones" / "yesno_cuts_train.jsonl.gz")
+    fbank = load_manifest(d / "data" / "fbank" / "yesno_cuts_train.jsonl.gz")
+    assert len(cuts) == len(fbank)
+    num_pdfs = json.loads((d / "exp" / "tri1" / "priors.json").read_text())["num_pdfs"]
+    for cut in cuts:
+        labels = cut.load_custom("senone")
+        assert labels.shape == (cut.num_frames,) and labels.min() >= 0 and labels.max() < num_pdfs
+
+
+def test_gmm_decoding_is_scored_the_kaldi_way(recipe):
+    d, *_ = recipe
+    best = json.loads((d / "exp" / "tri1" / "decode_test" / "decode.json").read_text())
+    line = (d / "exp" / "tri1" / "decode_test" / f"wer_{best['best_lm_weight']:g}").read_text().splitlines()[0]
+    assert line.startswith("%WER ") and "/ 240," in line  # 30 test files x 8 words
+    assert best["utterances"] == 30 and best["empty_lattices"] == 0
+    assert best["wer"] < 5.0  # yes/no is easy: Kaldi and icefall get 0.00% and 0.42%
+
+
+def test_results_rows_come_from_the_stages(recipe):
+    d, *_ = recipe
+    rows = json.loads((d / "results.json").read_text())["rows"]
+    systems = {(r["system"], r["set"]) for r in rows}
+    for key in [("gmm-mono", "test"), ("gmm-tri", "test"), ("dnn-baseline", "test"), ("dnn-ensemble-2", "test"),
+                ("dnn-distilled-T2", "test"), ("dnn-3pct-hard", "train"), ("dnn-3pct-soft", "test")]:
+        assert key in systems, key
+    assert all(r["command"].startswith("cd recipes/yesno && ./run.sh --num-teachers 2") for r in rows)
+    t1 = [r for r in rows if r["system"] == "dnn-distilled-T2"][0]
+    assert 0 <= t1["frame_accuracy"] <= 100 and t1["wer"] is not None and "gain_recovered_pct" in t1
+    assert "| dnn-baseline | test |" in (d / "RESULTS.md").read_text()
+
+
+def test_rerun_is_a_no_op(recipe):
+    d, proc, env, args = recipe
+    before = (d / "exp" / "dnn_seed1" / "final.pt").stat().st_mtime_ns
+    again = subprocess.run(["bash", str(d / "run.sh"), *args, "--stage", "9", "--stop-stage", "9"], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "skipping training" in again.stderr
+    assert (d / "exp" / "dnn_seed1" / "final.pt").stat().st_mtime_ns == before
+
+
+def test_distilled_model_decodes_audio_files(recipe, corpora):
+    d, proc, env, _ = recipe
+    wav = sorted((corpora / "yesno" / "waves_yesno").glob("*.wav"))[1]  # a test file
+    out = subprocess.run(
+        [sys.executable, "-m", "asr_kd.cli", "decode", "--model", "exp/dnn_distilled_T2/final.pt",
+         "--lang-dir", "data/lang", "--lm", "data/lm/G_3gram.fst", "--graph-dir", "exp/tri1/graph_3gram",
+         "--audio", str(wav)],
+        cwd=d, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    path, text = out.stdout.strip().split("\t")
+    assert path == str(wav) and set(text.split()) <= {"YES", "NO"} and len(text.split()) >= 6
+    missing = subprocess.run([sys.executable, "-m", "asr_kd.cli", "decode", "--model", "exp/dnn_distilled_T2/final.pt",
+                              "--lang-dir", "data/lang", "--lm", "data/lm/G_3gram.fst", "--audio", "absent.wav"],
+                             cwd=d, env=env, capture_output=True, text=True, timeout=300)
+    assert missing.returncode != 0 and "absent.wav" in missing.stderr

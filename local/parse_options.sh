@@ -7,7 +7,9 @@ while [ $# -gt 0 ]; do
     --help|-h)
       script=$(basename "$0"); [ -f "$script" ] || script=$0
       echo "usage: $0 [--option value ...]; the options and their defaults (later lines override):" >&2
-      grep -hE '^[a-z_]+=' "$(dirname "${BASH_SOURCE[0]}")/defaults.sh" "$script" | grep -vE '^(cmdline|corpus)=|[$][{]' \
+      files=$script
+      grep -q "local/defaults.sh" "$script" && files="$(dirname "${BASH_SOURCE[0]}")/defaults.sh $script"
+      grep -hE '^[a-z_]+=' $files | grep -vE '^(cmdline|corpus)=|[$][{]' \
         | sed -E 's/^([a-z_]+)=("[^"]*"|[^ #]*) *(# *(.*))?$/\1\t\2\t\4/' \
         | awk -F'\t' '{ gsub("_", "-", $1); printf "  --%-20s %-28s %s\n", $1, ($2 == "" ? "\"\"" : $2), $3 }' >&2
       exit 0 ;;

@@ -24,7 +24,7 @@ import logging
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 from lhotse import CutSet, Fbank, FbankConfig, LilcomChunkyWriter
@@ -181,12 +181,11 @@ def compute_fbank(
 # ---------------------------------------------------------------- CMVN
 
 
-def compute_cmvn_stats(cuts: CutSet) -> dict:
-    """Per-speaker and global count / sum / sum of squares of the features (float64)."""
+def cmvn_stats(items: Iterable[Tuple[str, np.ndarray]]) -> dict:
+    """Per-speaker and global count / sum / sum of squares (float64) of ``(speaker, feats)`` items."""
     speakers: Dict[str, np.ndarray] = {}
-    for cut in tqdm(cuts, desc="cmvn stats", unit="cut"):
-        feats = cut.load_features().astype(np.float64)
-        spk = cut.supervisions[0].speaker if cut.supervisions and cut.supervisions[0].speaker else cut.id
+    for spk, feats in items:
+        feats = np.asarray(feats, dtype=np.float64)
         acc = speakers.setdefault(spk, np.zeros((3, feats.shape[1])))
         acc[0] += feats.shape[0]
         acc[1] += feats.sum(axis=0)
@@ -197,6 +196,15 @@ def compute_cmvn_stats(cuts: CutSet) -> dict:
         return {"count": int(a[0, 0]), "sum": a[1].tolist(), "sumsq": a[2].tolist()}
 
     return {"global": pack(total), "speakers": {s: pack(a) for s, a in sorted(speakers.items())}}
+
+
+def compute_cmvn_stats(cuts: CutSet) -> dict:
+    """:func:`cmvn_stats` of a CutSet's stored features (speaker from the first supervision)."""
+    return cmvn_stats(
+        (cut.supervisions[0].speaker if cut.supervisions and cut.supervisions[0].speaker else cut.id,
+         cut.load_features())
+        for cut in tqdm(cuts, desc="cmvn stats", unit="cut")
+    )
 
 
 class Cmvn:

@@ -83,12 +83,12 @@ class DnnScorer:
         return self.ctx.num_pdfs
 
     def loglikes(self, items: Sequence[Item]) -> Dict[str, torch.Tensor]:
-        from asr_kd.data.features import Cmvn
+        from asr_kd.data.features import Cmvn, cmvn_stats
         from asr_kd.nnet.data import FrameSet
         from asr_kd.nnet.train import predict
 
         items = [(u, s, np.asarray(x, dtype=np.float32)) for u, s, x in items if len(x)]
-        stats = _cmvn_stats(items)
+        stats = cmvn_stats((s, x) for _, s, x in items)
         cmvn = Cmvn(stats, mode="speaker")
         feats = [torch.from_numpy(cmvn(x, s)) for _, s, x in items]
         lengths = torch.tensor([len(f) for f in feats])
@@ -99,17 +99,6 @@ class DnnScorer:
         log_post = torch.logsumexp(torch.log_softmax(logits, -1), 0) - np.log(logits.shape[0])
         scores = log_post - self.log_priors
         return {u: scores[frames.utterance(i)] for i, (u, _, _) in enumerate(items)}
-
-
-def _cmvn_stats(items: Sequence[Item]) -> dict:
-    acc: Dict[str, np.ndarray] = {}
-    for _, spk, x in items:
-        a = acc.setdefault(spk, np.zeros((3, x.shape[1])))
-        a[0] += len(x)
-        a[1] += x.sum(0)
-        a[2] += (x.astype(np.float64) ** 2).sum(0)
-    pack = lambda a: {"count": int(a[0, 0]), "sum": a[1].tolist(), "sumsq": a[2].tolist()}  # noqa: E731
-    return {"global": pack(sum(acc.values())), "speakers": {s: pack(a) for s, a in acc.items()}}
 
 
 def load_scorer(models: Sequence[Pathlike], device: str = "cpu"):

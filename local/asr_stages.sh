@@ -14,12 +14,15 @@ command="cd recipes/$corpus && ${cmdline:-./run.sh}"
 # decode_set SYSTEM_DIR SET MODEL...: decode a set; dev scores every LM weight, test uses dev's best.
 decode_set() {
   local dir=$1 set=$2; shift 2
-  local weights=$lm_weights
-  if [ "$set" != dev ] && [ -f "$dir/decode_dev/decode.json" ]; then
-    weights=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['best_lm_weight'])" "$dir/decode_dev/decode.json")
+  local weights=$lm_weights subset=1
+  if [ "$set" != dev ]; then
+    subset=$test_subset_every
+    if [ -f "$dir/decode_dev/decode.json" ]; then
+      weights=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['best_lm_weight'])" "$dir/decode_dev/decode.json")
+    fi
   fi
   asr-kd decode --model "$@" --lang-dir data/lang --lm $G --graph-dir $gmm/graph_${lm_order}gram \
-    --cuts data/fbank/${corpus}_cuts_$set.jsonl.gz --out-dir $dir/decode_$set --lm-weights $weights $decode_opts
+    --cuts data/fbank/${corpus}_cuts_$set.jsonl.gz --out-dir $dir/decode_$set --lm-weights $weights --subset-every $subset $decode_opts
 }
 
 # report_row TABLE SYSTEM SET [asr-kd report options]

@@ -8,6 +8,7 @@ download_dir=download  # where a corpus missing locally is downloaded
 lm_order=3
 lm_weights="5 6 7 8 9 10 11 12 13 14 15 17 19"   # scored on dev; test uses dev's best
 decode_opts=""         # extra asr-kd decode options (beams, --device cuda, ...)
+test_subset_every=1    # WER on every K-th test utterance only (slow CPU runs; frame accuracy uses all)
 # GMM-HMM
 mono_gauss=1000        # Gaussians of the monophone system
 tri_leaves=2000        # senones (tied triphone states)

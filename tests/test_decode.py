@@ -89,12 +89,40 @@ def test_decode_toy_utterances_exactly(toy, context_width):
     assert hyps == [["YES", "NO"], ["NO", "NO", "YES"], ["YES"]]
 
 
+def test_kaldi_faster_decoder_agrees_on_the_same_graph(toy):
+    """HCLG.fst (OpenFst, for Kaldi) and HCLG.pt (k2) are one graph: Kaldi's FasterDecoder over the
+    same scores finds the same words with the same total cost."""
+    kaldi_decoder = pytest.importorskip("kaldi_decoder")
+    import k2
+    import kaldifst
+
+    d, lang, phones = toy
+    ctx = MonoCtx(phones, 3)
+    graph = build_graph(d / "lang", d / "G.fst", ctx, Trans(Topo(phones)), d / "graph_peer")
+    fst = kaldifst.StdVectorFst.read(str(d / "graph_peer" / "HCLG.fst"))
+    kaldi = kaldi_decoder.FasterDecoder(fst, kaldi_decoder.FasterDecoderOptions(beam=16, max_active=7000))
+    k2_decoder = Decoder(graph, DecodeOpts(acoustic_scale=1.0))
+    seqs = [["SIL", "Y", "EH", "S", "N", "OW"], ["N", "OW", "Y", "EH", "S", "SIL"], ["Y", "EH", "S", "Y", "EH", "S"]]
+    for i, seq in enumerate(seqs):
+        x = loglikes_for(lang, ctx, seq, noise=2.0, seed=i)
+        result = k2_decoder.decode([x])
+        kaldi.decode(kaldi_decoder.DecodableCtc(x.numpy()))
+        ok, best = kaldi.get_best_path()
+        assert ok
+        _, _, words, cost = kaldifst.get_linear_symbol_sequence(best)
+        assert list(words) == result.words[0]
+        best_k2 = k2.shortest_path(k2.create_fsa_vec([result.lattices[0]]), use_double_scores=True)
+        k2_score = best_k2.get_tot_scores(use_double_scores=True, log_semiring=False)[0]
+        assert float(k2_score) == pytest.approx(-(cost.value1 + cost.value2), rel=1e-4, abs=1e-3)
+
+
 def test_graph_is_cached_and_rebuilt_when_inputs_change(toy):
     d, lang, phones = toy
     topo = Topo(phones)
     ctx = MonoCtx(phones)
     build_graph(d / "lang", d / "G.fst", ctx, Trans(topo), d / "graph_cache")
     mtime = (d / "graph_cache" / "HCLG.pt").stat().st_mtime_ns
+    assert (d / "graph_cache" / "HCLG.fst").is_file()
     build_graph(d / "lang", d / "G.fst", ctx, Trans(topo), d / "graph_cache")
     assert (d / "graph_cache" / "HCLG.pt").stat().st_mtime_ns == mtime
     build_graph(d / "lang", d / "G.fst", ctx, Trans(topo), d / "graph_cache", self_loop_scale=1.0)

@@ -42,12 +42,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lm-weights", type=float, nargs="+", default=[10.0],
                         help="LM weights to score (lattice rescoring; 1/acoustic scale is the first pass)")
     parser.add_argument("--acoustic-scale", type=float, default=0.1)
-    parser.add_argument("--search-beam", type=float, default=16.0, help="Kaldi's --beam")
+    parser.add_argument("--search-beam", type=float, default=13.0, help="Kaldi's --beam (decode.sh default)")
     parser.add_argument("--output-beam", type=float, default=6.0, help="Kaldi's --lattice-beam")
     parser.add_argument("--max-active", type=int, default=7000, help="Kaldi's --max-active")
     parser.add_argument("--min-active", type=int, default=30)
     parser.add_argument("--max-batch-frames", type=int, default=10000, help="frames per k2 batch (memory)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--subset-every", type=int, default=1,
+                        help="decode only every K-th utterance (sorted by id): a fixed, recorded test subset for "
+                             "slow CPU runs; decode.json and the WER line name it")
     parser.add_argument("--force", action="store_true")
 
 
@@ -139,6 +142,10 @@ def run(args) -> int:
     if not args.cuts.is_file():
         raise FileNotFoundError(f"{args.cuts} not found: run the feature stage first")
     cuts = load_manifest(args.cuts)
+    if args.subset_every > 1:
+        ids = sorted(cuts.ids)[:: args.subset_every]
+        log.info(f"{args.cuts}: decoding every {args.subset_every}th utterance: {len(ids)} of {len(cuts)}")
+        cuts = cuts.subset(cut_ids=ids)
     refs, items = {}, []
     oov_refs = 0
     for c in cuts:
@@ -168,6 +175,7 @@ def run(args) -> int:
         "cuts": str(args.cuts),
         "graph_dir": str(graph_dir),
         "utterances": len(ids),
+        "subset_every": args.subset_every,
         "scored": results[best]["utterances"],
         "empty_lattices": timing["empty_lattices"],
         "oov_reference_words": oov_refs,

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class DecodeOpts:
     acoustic_scale: float = 0.1
-    search_beam: float = 16.0
+    search_beam: float = 13.0
     output_beam: float = 6.0
     min_active_states: int = 30
     max_active_states: int = 7000

@@ -16,7 +16,8 @@ The context dependency (``ctx``) and the transition model (``trans``) are duck-t
 boundary); ``trans.loop[phone][hmm_state]`` is a self-loop probability and ``trans.topo[phone]``
 the number of HMM states. :mod:`asr_kd.hmm` provides both.
 
-The graph is cached in ``graph_dir`` together with a fingerprint of its inputs and rebuilt only
+The graph is cached in ``graph_dir`` (``HCLG.pt`` for k2, ``HCLG.fst`` in OpenFst's binary format
+for Kaldi's decoders, same labels) together with a fingerprint of its inputs, and rebuilt only
 when one of them changes.
 """
 from __future__ import annotations
@@ -169,9 +170,10 @@ def build_graph(
     graph_dir = Path(graph_dir)
     lang_dir = Path(lang_dir)
     inputs = [lang_dir / "L_disambig.fst", lang_dir / "words.txt", g_path, *model_files]
-    fingerprint = _fingerprint(inputs, {"self_loop_scale": self_loop_scale, "version": 1})
-    meta_path, fsa_path = graph_dir / "HCLG.json", graph_dir / "HCLG.pt"
-    if not force and meta_path.exists() and fsa_path.exists() and read_json(meta_path).get("fingerprint") == fingerprint:
+    fingerprint = _fingerprint(inputs, {"self_loop_scale": self_loop_scale, "version": 2})
+    meta_path, fsa_path, fst_path = graph_dir / "HCLG.json", graph_dir / "HCLG.pt", graph_dir / "HCLG.fst"
+    cached = meta_path.exists() and fsa_path.exists() and fst_path.exists()
+    if not force and cached and read_json(meta_path).get("fingerprint") == fingerprint:
         return k2.Fsa.from_dict(torch.load(fsa_path))
     t0 = time.time()
     lang = Lang.load(lang_dir)
@@ -181,6 +183,8 @@ def build_graph(
     graph_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(fsa_path) as tmp:
         torch.save(graph.as_dict(), tmp)
+    with atomic_path(fst_path) as tmp:  # OpenFst binary (pdf-id + 1 : word), for Kaldi's decoders
+        HCLG.write(str(tmp))
     (graph_dir / "words.txt").write_text((lang_dir / "words.txt").read_text())
     info = {
         "fingerprint": fingerprint,

@@ -71,6 +71,9 @@ def main() -> None:
     ap.add_argument("--settings", nargs="+", default=["13:3000", "16:7000"], help="beam:max_active pairs")
     ap.add_argument("--acoustic-scale", type=float, default=0.1)
     ap.add_argument("--name", help="result file suffix (default: <cuts name>_<model name>)")
+    ap.add_argument("--recipe-dir", type=Path, help="also write the rows into this recipe's RESULTS.md")
+    ap.add_argument("--system", default="gmm-tri", help="system name for the RESULTS rows")
+    ap.add_argument("--set", default="dev", dest="set_name")
     args = ap.parse_args()
     torch.set_num_threads(1)  # both decoders single-threaded
 
@@ -117,6 +120,15 @@ def main() -> None:
         "results": rows,
     })
     print(f"-> {out}")
+    if args.recipe_dir:
+        from asr_kd.results import update_results
+
+        table = "Decoder: k2 (batched) vs kaldi-decoder's FasterDecoder"
+        note = ("The same HCLG and acoustic scores, single-threaded, interleaved in one process "
+                "(benchmarks/bench_decoder.py); same_1best_pct = utterances with identical 1-best words.")
+        update_results(args.recipe_dir, [{"system": f"{args.system}-beam{r['beam']:g}-active{r['max_active']}",
+                                          "set": args.set_name, **r, "command": " ".join(sys.argv)} for r in rows],
+                       table, notes={table: note})
 
 
 if __name__ == "__main__":

@@ -129,9 +129,9 @@ if stage_on 12; then
   log "Stage 12: ${pct}% of the training data: hard targets (early stopping) vs soft targets (T=$subset_temperature)"
   table5="Table 5: ${pct}% of the training data (paper section 6)"
   note5="Paper (Table 5; 3% of 2000 h): hard targets 67.3% train / 44.5% test frame accuracy (early stopped), soft targets 65.4% train / 57.0% test; all data, hard targets: 63.4% / 58.9%."
-  train_dnn exp/dnn_3pct_hard --seed 201 --subset-fraction $subset_fraction --patience 2
-  train_dnn exp/dnn_3pct_soft --seed 201 --subset-fraction $subset_fraction --teachers $teachers \
-    --temperature $subset_temperature --hard-weight $hard_weight
+  train_dnn exp/dnn_3pct_hard --seed 201 --subset-fraction $subset_fraction --epochs $subset_epochs --patience 2
+  train_dnn exp/dnn_3pct_soft --seed 201 --subset-fraction $subset_fraction --epochs $subset_epochs \
+    --teachers $teachers --temperature $subset_temperature --hard-weight $hard_weight
   for kind in hard soft; do
     dir=exp/dnn_3pct_$kind
     eval_dnn $dir/eval_train.json train --models $dir/final.pt --subset-fraction $subset_fraction

@@ -23,4 +23,5 @@ temperatures="1 2 5 10"
 hard_weight=0.5        # weight of the hard-label term
 subset_fraction=0.03   # the paper's 3% experiment
 subset_temperature=2
+subset_epochs=20       # the subset is small: more passes, so the hard-target model can overfit (early stopping)
 nnet_opts=""           # extra asr-kd nnet train options (--device cuda, --max-frames-per-epoch N, ...)

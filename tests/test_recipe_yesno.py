@@ -92,3 +92,16 @@ def test_distilled_model_decodes_audio_files(recipe, corpora):
                               "--lang-dir", "data/lang", "--lm", "data/lm/G_3gram.fst", "--audio", "absent.wav"],
                              cwd=d, env=env, capture_output=True, text=True, timeout=300)
     assert missing.returncode != 0 and "absent.wav" in missing.stderr
+
+
+def test_decode_a_fixed_subset_of_a_set(recipe):
+    d, proc, env, _ = recipe
+    out = subprocess.run(
+        [sys.executable, "-m", "asr_kd.cli", "decode", "--model", "exp/tri1", "--lang-dir", "data/lang",
+         "--lm", "data/lm/G_3gram.fst", "--graph-dir", "exp/tri1/graph_3gram", "--cuts",
+         "data/fbank/yesno_cuts_test.jsonl.gz", "--out-dir", "exp/tri1/decode_test_every3", "--subset-every", "3"],
+        cwd=d, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((d / "exp" / "tri1" / "decode_test_every3" / "decode.json").read_text())
+    assert summary["utterances"] == 10 and summary["subset_every"] == 3  # every 3rd of 30, by id
+    assert "/ 80," in (d / "exp" / "tri1" / "decode_test_every3" / "wer_10").read_text()

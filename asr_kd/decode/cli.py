@@ -90,7 +90,7 @@ def decode_items(scorer, graph, items, opts, lm_weights):
         scores = scorer.loglikes(sub)
         t1 = time.time()
         ids = [u for u, _, _ in sub if u in scores]
-        result = decoder.decode([scores[u] for u in ids])
+        result = decoder.decode([scores[u] for u in ids], one_best=False)
         # One-best for every LM weight now, so that no lattice outlives its batch (memory).
         for w, words in rescore_lm_weights(result.lattices, lm_weights, opts.acoustic_scale).items():
             found[w].update(zip(ids, words))

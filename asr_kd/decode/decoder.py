@@ -93,8 +93,9 @@ class Decoder:
             max_active_states=int(o.max_active_states * beam_factor),
         )
 
-    def decode(self, loglikes: Sequence[torch.Tensor]) -> DecodeResult:
-        """Decode a batch; returns lattices and one-best word ids (None where the lattice is empty)."""
+    def decode(self, loglikes: Sequence[torch.Tensor], one_best: bool = True) -> DecodeResult:
+        """Decode a batch; returns lattices and one-best word ids (None where the lattice is empty).
+        ``one_best=False`` leaves ``words`` empty (callers that rescore the lattices anyway)."""
         import k2
 
         result = DecodeResult()
@@ -106,6 +107,8 @@ class Decoder:
                 result.lattices[i] = retry[j]
             still = [i for i in empty if result.lattices[i] is None]
             log.warning(f"{len(empty)} empty lattice(s) retried with doubled beams; {len(still)} still empty")
+        if not one_best:
+            return result
         kept = [lat for lat in result.lattices if lat is not None]
         words = iter(path_words(k2.shortest_path(k2.create_fsa_vec(kept), use_double_scores=True))) if kept else iter(())
         result.words = [next(words) if lat is not None else None for lat in result.lattices]

@@ -7,11 +7,12 @@ delta recipes, cepstral mean normalisation is per speaker and is applied before 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, Iterable, Optional, Tuple
 
 import numpy as np
+
+from asr_kd.data.features import Cmvn, cmvn_stats
 
 logger = logging.getLogger(__name__)
 
@@ -61,30 +62,6 @@ def add_deltas(feats: np.ndarray, order: int = 2, window: int = 2) -> np.ndarray
 
 
 @dataclass
-class CmvnStats:
-    """Per-speaker sums for cepstral mean (and optionally variance) normalisation."""
-
-    count: Dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    sum: Dict[str, np.ndarray] = field(default_factory=dict)
-    sumsq: Dict[str, np.ndarray] = field(default_factory=dict)
-
-    def accumulate(self, speaker: str, feats: np.ndarray) -> None:
-        f = feats.astype(np.float64)
-        self.count[speaker] += f.shape[0]
-        self.sum[speaker] = self.sum.get(speaker, 0.0) + f.sum(0)
-        self.sumsq[speaker] = self.sumsq.get(speaker, 0.0) + (f * f).sum(0)
-
-    def apply(self, speaker: str, feats: np.ndarray, norm_vars: bool = False) -> np.ndarray:
-        n = self.count[speaker]
-        mean = self.sum[speaker] / n
-        out = feats - mean.astype(np.float32)
-        if norm_vars:
-            var = np.maximum(self.sumsq[speaker] / n - mean**2, 1e-10)
-            out = out / np.sqrt(var).astype(np.float32)
-        return out.astype(np.float32)
-
-
-@dataclass
 class FeatureOpts:
     num_ceps: int = 13
     cepstral_lifter: float = 22.0
@@ -110,7 +87,6 @@ def compute_features(
     mfcc: Dict[str, np.ndarray] = {}
     spk_of: Dict[str, str] = {}
     rejected: Dict[str, str] = {}
-    stats = CmvnStats()
     for utt, spk, fbank in items:
         fbank = np.asarray(fbank)
         if fbank.ndim != 2 or fbank.shape[0] == 0:
@@ -127,11 +103,10 @@ def compute_features(
         c = fbank_to_mfcc(fbank, opts.num_ceps, opts.cepstral_lifter)
         mfcc[utt] = c
         spk_of[utt] = spk
-        stats.accumulate(spk, c)
-    feats = {
-        utt: add_deltas(stats.apply(spk_of[utt], c, opts.norm_vars), order=opts.delta_order)
-        for utt, c in mfcc.items()
-    }
+    feats = {}
+    if mfcc:  # per-speaker CMN (CMVN with norm_vars) of the cepstra, before the deltas, as Kaldi does
+        cmvn = Cmvn(cmvn_stats((spk_of[u], c) for u, c in mfcc.items()), mode="speaker", norm_vars=opts.norm_vars)
+        feats = {utt: add_deltas(cmvn(c, spk_of[utt]), order=opts.delta_order) for utt, c in mfcc.items()}
     for utt, reason in rejected.items():
         logger.warning("utterance %s rejected: %s", utt, reason)
     return feats, rejected

@@ -19,6 +19,7 @@ preset=small
 epochs=4
 num_teachers=4
 temperatures="1 2 5 10"
+subset_epochs=12
 nnet_opts="--max-frames-per-epoch 200000 --optimizer adam --lr 0.002"   # Adam starts faster than SGD here
 decode_opts="--max-active 3000"   # beam 13 / max-active 3000: same dev WER as 16 / 7000 (GMM), 2.3x faster
 test_subset_every=5              # WER on 500 of the 2500 test utterances (CPU decoding time); frame accuracy on all

@@ -69,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--models", type=Path, nargs="+", required=True)
     p.add_argument("--cuts", type=Path, required=True, help="cuts with 'senone' labels")
     p.add_argument("--frames-cache", type=Path)
-    p.add_argument("--out", type=Path, required=True, help="JSON with the frame accuracy")
+    p.add_argument("--out", type=Path, required=True, help="JSON with the frame accuracy (kept unless --force)")
+    p.add_argument("--force", action="store_true", help="recompute even if --out exists")
     p.add_argument("--subset-fraction", type=float, default=1.0,
                    help="evaluate on the same utterance subset a --subset-fraction model trained on")
     p.add_argument("--subset-seed", type=int, default=0)
@@ -114,6 +115,9 @@ def run(args) -> int:
     from asr_kd.nnet.model import DnnConfig, Ensemble, load_model
     from asr_kd.nnet.train import TrainConfig, frame_accuracy_of, train
 
+    if args.nnet_step == "eval" and args.out.exists() and not args.force:
+        log.info(f"{args.out} exists; skipping (use --force to redo)")
+        return 0
     frames = load_frames(args.cuts, args.frames_cache)
     if args.nnet_step == "eval":
         if args.dev_fraction or args.subset_fraction < 1.0:

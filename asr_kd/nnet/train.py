@@ -71,27 +71,35 @@ def distributed() -> tuple:
 
 
 @torch.no_grad()
+def _batched_logits(model, frames: FrameSet, idx: torch.Tensor, batch_size: int, device: str, dtype: str):
+    """(batch indices, logits) for consecutive batches of ``idx``, without autograd."""
+    model.eval()
+    cfg = model.cfg
+    with torch.no_grad():
+        for i in range(0, len(idx), batch_size):
+            b = idx[i : i + batch_size]
+            x = frames.splice(b, cfg.left_context, cfg.right_context).to(device)
+            with autocast(device, dtype):
+                yield b, model(x).float().cpu()
+
+
 def predict(model, frames: FrameSet, batch_size: int = 4096, device: str = "cpu", dtype: str = "auto",
             idx: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Logits for every frame (or the ``idx`` frames): [N, S], or [K, N, S] for an Ensemble."""
-    model.eval()
-    cfg = model.cfg
     idx = torch.arange(len(frames)) if idx is None else idx
-    out = []
-    for i in range(0, len(idx), batch_size):
-        x = frames.splice(idx[i : i + batch_size], cfg.left_context, cfg.right_context).to(device)
-        with autocast(device, dtype):
-            out.append(model(x).float().cpu())
-    return torch.cat(out, dim=-2)
+    return torch.cat([z for _, z in _batched_logits(model, frames, idx, batch_size, device, dtype)], dim=-2)
 
 
 def frame_accuracy_of(model, frames: FrameSet, device: str = "cpu", dtype: str = "auto",
-                      temperature: float = 1.0, method: str = "arithmetic") -> float:
-    """Frame accuracy (%) against the set's senone labels; an Ensemble votes by its mean distribution."""
-    logits = predict(model, frames, device=device, dtype=dtype)
-    pred = ensemble_probs(logits, temperature, method).argmax(-1) if logits.dim() == 3 else logits.argmax(-1)
-    keep = frames.labels >= 0
-    return 100.0 * float((pred[keep] == frames.labels[keep]).float().mean())
+                      temperature: float = 1.0, method: str = "arithmetic", batch_size: int = 4096) -> float:
+    """Frame accuracy (%) against the set's senone labels; an Ensemble votes by its mean distribution.
+    Batch by batch: a whole set's logits would not fit in memory (1M frames x 2000 senones x K)."""
+    idx = torch.nonzero(frames.labels >= 0).squeeze(1)
+    correct = 0
+    for b, logits in _batched_logits(model, frames, idx, batch_size, device, dtype):
+        pred = ensemble_probs(logits, temperature, method).argmax(-1) if logits.dim() == 3 else logits.argmax(-1)
+        correct += int((pred == frames.labels[b]).sum())
+    return 100.0 * correct / max(len(idx), 1)
 
 
 def _make_optimizer(model, cfg: TrainConfig):

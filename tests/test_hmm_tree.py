@@ -49,6 +49,26 @@ def test_tree_splits_on_the_context_that_matters():
     assert all(t3.pdf(l, 4, r, 0) == tree.pdf(l, 4, r, 0) for l in range(0, 7) for r in range(0, 7))
 
 
+def test_silence_is_context_independent():
+    """Like Kaldi's acc-tree-stats --ci-phones: silence's statistics pool over its neighbours, so its
+    root cannot split even where its contexts differ, while other phones still split on silence."""
+    rng = np.random.RandomState(0)
+    topo = HmmTopology({p: 1 for p in range(1, 5)})
+    sil = 1
+    samples = {}
+    for l in range(0, 5):
+        for r in range(0, 5):
+            samples[(l, sil, r, 0)] = rng.randn(50, 2) + (5.0 if l == 2 else -5.0)
+            samples[(l, 3, r, 0)] = rng.randn(50, 2) + (5.0 if l == sil else -5.0)
+    ts = _stats_from_samples(samples).context_independent([sil])
+    assert set(map(tuple, ts.keys[ts.keys[:, 1] == sil].tolist())) == {(0, sil, 0, 0)}
+    assert ts.stats[:, 0].sum() == 50 * 25 * 2  # no frame lost
+    questions = [[1], [2], [3, 4], [0]]
+    tree, _ = build_tree(ts, topo, num_leaves=10, questions=questions, min_count=20)
+    assert len({tree.pdf(l, sil, r, 0) for l in range(5) for r in range(5)}) == 1
+    assert tree.pdf(sil, 3, 2, 0) != tree.pdf(2, 3, 2, 0)
+
+
 def test_cluster_phones_finds_the_natural_groups():
     rng = np.random.RandomState(1)
     samples = {}

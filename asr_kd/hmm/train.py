@@ -208,7 +208,7 @@ def train_tri(
     opts = opts or TrainOpts(num_iters=25, realign_iters=(10, 15, 20), max_gauss=10000, max_iter_inc=20)
     topo = prev.trans.topo
     t0 = time.time()
-    tstats = TreeStats.accumulate(alis, feats)
+    tstats = TreeStats.accumulate(alis, feats).context_independent(lang.silence_phones)
     allx = torch.from_numpy(np.concatenate([feats[u] for u in alis]))
     gmean, gvar = global_mean_var(allx)
     del allx

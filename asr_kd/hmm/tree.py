@@ -81,6 +81,21 @@ class TreeStats:
             stats[:, 1 + D + d] = np.bincount(inv, weights=x[:, d] ** 2, minlength=len(uniq))
         return cls(uniq.astype(np.int32), stats)
 
+    def context_independent(self, phones: Sequence[int]) -> "TreeStats":
+        """Pool the statistics of ``phones`` over their contexts (Kaldi's ``acc-tree-stats
+        --ci-phones``, given the silence phones): their roots cannot split, so each of their HMM
+        states is one pdf whatever the neighbours. Without this, silence (a third of the frames)
+        takes hundreds of leaves tied to the neighbouring words. Other phones still see them as
+        context."""
+        keys = self.keys.astype(np.int64)
+        ci = np.isin(keys[:, 1], list(phones))
+        keys[ci, 0] = 0
+        keys[ci, 2] = 0
+        uniq, inv = np.unique(keys, axis=0, return_inverse=True)
+        stats = np.zeros((len(uniq), self.stats.shape[1]))
+        np.add.at(stats, inv.reshape(-1), self.stats)
+        return TreeStats(uniq.astype(np.int32), stats)
+
 
 def gaussian_loglike(stats: np.ndarray, var_floor: np.ndarray) -> np.ndarray:
     """Log-likelihood of the data under its own ML Gaussian, for rows of (count, sum, sumsq)."""

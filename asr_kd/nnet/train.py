@@ -70,7 +70,6 @@ def distributed() -> tuple:
     return rank, world
 
 
-@torch.no_grad()
 def _batched_logits(model, frames: FrameSet, idx: torch.Tensor, batch_size: int, device: str, dtype: str):
     """(batch indices, logits) for consecutive batches of ``idx``, without autograd."""
     model.eval()

@@ -12,11 +12,9 @@ senones=data/senones
 command="cd recipes/$corpus && ${cmdline:-./run.sh}"
 
 # decode_set SYSTEM_DIR SET MODEL...: decode a set; dev scores every LM weight, test uses dev's best.
-# The graph belongs to the GMM whose tree defines the senones: the GMM itself, or $gmm for DNNs.
+# HCLG is cached by asr-kd decode under the GMM that defines the senones (exp/<gmm>/graph_<lm>).
 decode_set() {
   local dir=$1 set=$2; shift 2
-  local graph=$gmm/graph_${lm_order}gram
-  if [ -d "$1" ]; then graph=$1/graph_${lm_order}gram; fi
   local weights=$lm_weights subset=1
   if [ "$set" != dev ]; then
     subset=$test_subset_every
@@ -24,7 +22,7 @@ decode_set() {
       weights=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['best_lm_weight'])" "$dir/decode_dev/decode.json")
     fi
   fi
-  asr-kd decode --model "$@" --lang-dir data/lang --lm $G --graph-dir $graph \
+  asr-kd decode --model "$@" --lang-dir data/lang --lm $G \
     --cuts data/fbank/${corpus}_cuts_$set.jsonl.gz --out-dir $dir/decode_$set --lm-weights $weights --subset-every $subset $decode_opts
 }
 

@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a GMM dir (final.mdl), or DNN final.pt file(s): several make an ensemble")
     parser.add_argument("--lang-dir", type=Path, required=True)
     parser.add_argument("--lm", type=Path, required=True, help="G.fst (from asr-kd lm)")
-    parser.add_argument("--graph-dir", type=Path, help="HCLG cache (default: <gmm dir>/graph_<lm name>)")
+    parser.add_argument("--graph-dir", type=Path, help="HCLG cache (default: <dir of the GMM that defines the senones>/graph_<LM name without 'G_'>, "
+                             "e.g. exp/tri1/graph_3gram for G_3gram.fst, for the GMM and for DNNs trained on its labels)")
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--cuts", type=Path, help="cuts with fbank features and reference transcripts")
     src.add_argument("--audio", type=Path, nargs="+", help="audio files to transcribe")
@@ -113,7 +114,7 @@ def run(args) -> int:
     from asr_kd.score import score_wer
 
     scorer = load_scorer(args.model, args.device)
-    graph_dir = args.graph_dir or scorer.gmm_dir / f"graph_{args.lm.stem}"
+    graph_dir = args.graph_dir or scorer.gmm_dir / f"graph_{args.lm.stem.removeprefix('G_')}"
     graph = build_graph(args.lang_dir, args.lm, scorer.ctx, scorer.trans, graph_dir, scorer.model_files)
     lang = Lang.load(args.lang_dir)
     id2word = {i: w for w, i in lang.words.items()}

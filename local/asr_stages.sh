@@ -11,19 +11,21 @@ gmm=exp/tri1   # the GMM system whose alignment labels the DNNs and whose tree m
 senones=data/senones
 command="cd recipes/$corpus && ${cmdline:-./run.sh}"
 
-# decode_set SYSTEM_DIR SET MODEL...: decode a set; dev scores every LM weight, test uses dev's best.
+# decode_set SYSTEM_DIR SET MODEL...: decode a set; dev scores every LM weight and word insertion
+# penalty, test uses dev's best pair.
 # HCLG is cached by asr-kd decode under the GMM that defines the senones (exp/<gmm>/graph_<lm>).
 decode_set() {
   local dir=$1 set=$2; shift 2
-  local weights=$lm_weights subset=1
+  local weights=$lm_weights penalties=$word_ins_penalties subset=1
   if [ "$set" != dev ]; then
     subset=$test_subset_every
     if [ -f "$dir/decode_dev/decode.json" ]; then
-      weights=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['best_lm_weight'])" "$dir/decode_dev/decode.json")
+      read -r weights penalties < <(python -c "import json,sys; d = json.load(open(sys.argv[1])); \
+print(d['best_lm_weight'], d.get('best_word_ins_penalty', 0.0))" "$dir/decode_dev/decode.json")
     fi
   fi
-  asr-kd decode --model "$@" --lang-dir data/lang --lm $G \
-    --cuts data/fbank/${corpus}_cuts_$set.jsonl.gz --out-dir $dir/decode_$set --lm-weights $weights --subset-every $subset $decode_opts
+  asr-kd decode --model "$@" --lang-dir data/lang --lm $G --cuts data/fbank/${corpus}_cuts_$set.jsonl.gz \
+    --out-dir $dir/decode_$set --lm-weights $weights --word-ins-penalties $penalties --subset-every $subset $decode_opts
 }
 
 # report_row TABLE SYSTEM SET [asr-kd report options]

@@ -6,7 +6,8 @@ nj=2                   # parallel jobs for feature extraction
 download_dir=download  # where a corpus missing locally is downloaded
 # language model and decoding
 lm_order=3
-lm_weights="5 6 7 8 9 10 11 12 13 14 15 17 19"   # scored on dev; test uses dev's best
+lm_weights="5 6 7 8 9 10 11 12 13 14 15 17 19 21 23"   # scored on dev; test uses dev's best
+word_ins_penalties="0.0 0.5 1.0"   # scored on dev with each LM weight (Kaldi's score.sh)
 decode_opts=""         # extra asr-kd decode options (beams, --device cuda, ...)
 test_subset_every=1    # WER on every K-th test utterance only (slow CPU runs; frame accuracy uses all)
 # GMM-HMM

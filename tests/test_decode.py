@@ -145,6 +145,29 @@ def test_lm_weight_rescoring_and_empty_lattices(toy):
     assert set(by_weight) == {0.5, 1.0, 20.0}
 
 
+def test_word_insertion_penalty(toy):
+    import k2
+
+    from asr_kd.decode.decoder import _words_per_arc
+
+    d, lang, phones = toy
+    topo = Topo(phones)
+    ctx = MonoCtx(phones)
+    graph = build_graph(d / "lang", d / "G.fst", ctx, Trans(topo), d / "graph1")
+    x = loglikes_for(lang, ctx, ["Y", "EH", "S", "N", "OW"])
+    lattices = Decoder(graph, DecodeOpts(acoustic_scale=1.0)).decode([x], one_best=False).lattices
+    best = k2.shortest_path(k2.create_fsa_vec(lattices), use_double_scores=True)
+    assert _words_per_arc(best).sum().item() == 2  # YES NO
+    plain = rescore_lm_weights(lattices, [1.0], acoustic_scale=1.0)
+    assert rescore_lm_weights(lattices, [1.0], 1.0, word_ins_penalty=0.0) == plain
+    # Flat acoustic scores over 60 frames: the word count is the LM's and the penalty's choice.
+    flat = torch.zeros(60, x.shape[1])
+    opts = DecodeOpts(acoustic_scale=1.0, search_beam=50.0, output_beam=50.0)
+    lattices = Decoder(graph, opts).decode([flat], one_best=False).lattices
+    n = {p: len(rescore_lm_weights(lattices, [1.0], 1.0, word_ins_penalty=p)[1.0][0]) for p in (-20.0, 0.0, 20.0)}
+    assert n[-20.0] > n[0.0] >= n[20.0]  # all silence (0 words) without a bonus
+
+
 def test_batches_by_frames():
     batches = batches_by_frames([10, 50, 30, 20], max_frames=60)
     assert sorted(i for b in batches for i in b) == [0, 1, 2, 3]

@@ -5,9 +5,11 @@ Data set::
     asr-kd decode --model exp/tri1 --lang-dir data/lang --lm data/lm/G_3gram.fst \\
         --cuts data/fbank/X_cuts_test.jsonl.gz --out-dir exp/tri1/decode_test --lm-weights 7 9 11 13 15 17
 
-writes ``wer_{lmwt}``, ``per_utt_{lmwt}``, ``errs_{lmwt}``, ``hyp_{lmwt}.txt`` per LM weight and
-``decode.json`` (scored utterances, empty lattices, real-time factor, the best LM weight). Tune the
-LM weight on a dev set and pass the chosen one to the test set with ``--lm-weights W``.
+writes ``wer_{lmwt}``, ``per_utt_{lmwt}``, ``errs_{lmwt}``, ``hyp_{lmwt}.txt`` per LM weight (with
+``--word-ins-penalties``, Kaldi's score.sh grid, per ``{lmwt}_{penalty}`` for the non-zero penalties)
+and ``decode.json`` (scored utterances, empty lattices, real-time factor, the best LM weight and
+penalty). Tune both on a dev set and pass the chosen ones to the test set with ``--lm-weights W
+--word-ins-penalties P``.
 
 Audio files (wav, flac, ogg/opus; resampled to the model's rate) print one transcript per file::
 
@@ -42,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-dir", type=Path, help="decode directory (required with --cuts)")
     parser.add_argument("--lm-weights", type=float, nargs="+", default=[10.0],
                         help="LM weights to score (lattice rescoring; 1/acoustic scale is the first pass)")
+    parser.add_argument("--word-ins-penalties", type=float, nargs="+", default=[0.0],
+                        help="word insertion penalties to score with each LM weight (Kaldi's score.sh: 0.0 0.5 1.0)")
     parser.add_argument("--acoustic-scale", type=float, default=0.1)
     parser.add_argument("--search-beam", type=float, default=13.0, help="Kaldi's --beam (decode.sh default)")
     parser.add_argument("--output-beam", type=float, default=6.0, help="Kaldi's --lattice-beam")
@@ -76,13 +80,18 @@ def audio_items(paths: List[Path], sampling_rate: int):
     return items
 
 
-def decode_items(scorer, graph, items, opts, lm_weights):
-    """Hypotheses (word ids or None) per LM weight, and timing."""
+def scoring_key(lm_weight: float, penalty: float = 0.0) -> str:
+    """Name of a scoring setting in file names and decode.json: "13", or "13_0.5" with a penalty."""
+    return f"{lm_weight:g}" if not penalty else f"{lm_weight:g}_{penalty:g}"
+
+
+def decode_items(scorer, graph, items, opts, lm_weights, penalties=(0.0,)):
+    """Hypotheses (word ids or None) per (LM weight, word insertion penalty), and timing."""
     from asr_kd.decode.decoder import Decoder, batches_by_frames, rescore_lm_weights
 
     decoder = Decoder(graph, opts)
     lengths = [len(x) for _, _, x in items]
-    found: Dict[float, Dict[str, Optional[List[int]]]] = {w: {} for w in lm_weights}
+    found: Dict[tuple, Dict[str, Optional[List[int]]]] = {(w, p): {} for w in lm_weights for p in penalties}
     t_am = t_search = 0.0
     empty = 0
     for batch in tqdm(batches_by_frames(lengths, opts.max_batch_frames), desc="decode", unit="batch", mininterval=10):
@@ -93,13 +102,14 @@ def decode_items(scorer, graph, items, opts, lm_weights):
         ids = [u for u, _, _ in sub if u in scores]
         result = decoder.decode([scores[u] for u in ids], one_best=False)
         # One-best for every LM weight now, so that no lattice outlives its batch (memory).
-        for w, words in rescore_lm_weights(result.lattices, lm_weights, opts.acoustic_scale).items():
-            found[w].update(zip(ids, words))
+        for p in penalties:
+            for w, words in rescore_lm_weights(result.lattices, lm_weights, opts.acoustic_scale, p).items():
+                found[w, p].update(zip(ids, words))
         empty += sum(1 for lat in result.lattices if lat is None)
         t_search += time.time() - t1
         t_am += t1 - t0
     ids = [u for u, _, _ in items]
-    hyps = {w: [found[w].get(u) for u in ids] for w in lm_weights}
+    hyps = {k: [v.get(u) for u in ids] for k, v in found.items()}
     return ids, hyps, {"acoustic_s": round(t_am, 2), "search_s": round(t_search, 2), "empty_lattices": empty}
 
 
@@ -129,8 +139,9 @@ def run(args) -> int:
         if not items:
             log.error("none of the audio files could be read")
             return 1
-        ids, hyps, _ = decode_items(scorer, graph, items, opts, args.lm_weights[:1])
-        for u, ws in zip(ids, hyps[args.lm_weights[0]]):
+        w, p = args.lm_weights[0], args.word_ins_penalties[0]
+        ids, hyps, _ = decode_items(scorer, graph, items, opts, [w], [p])
+        for u, ws in zip(ids, hyps[w, p]):
             print(f"{u}\t{' '.join(words(ws))}")
         return 0
 
@@ -157,17 +168,18 @@ def run(args) -> int:
     if oov_refs:
         log.warning(f"{oov_refs} reference words are outside the vocabulary (they count as errors)")
     t0 = time.time()
-    ids, hyps, timing = decode_items(scorer, graph, items, opts, args.lm_weights)
+    ids, hyps, timing = decode_items(scorer, graph, items, opts, args.lm_weights, args.word_ins_penalties)
     wall = time.time() - t0
     audio_s = sum(c.duration for c in cuts)
-    results = {}
-    for w in args.lm_weights:
-        name = f"{w:g}"
-        hyp = {u: words(ws) for u, ws in zip(ids, hyps[w]) if ws is not None}
+    results, setting = {}, {}
+    for (w, p), found in hyps.items():
+        name = scoring_key(w, p)
+        setting[name] = (w, p)
+        hyp = {u: words(ws) for u, ws in zip(ids, found) if ws is not None}
         write_text(args.out_dir / f"hyp_{name}.txt", "".join(f"{u} {' '.join(hyp.get(u, []))}\n" for u in ids))
         stats = score_wer(refs, hyp, args.out_dir, name)
         results[name] = stats.as_dict()
-    # Ties (common on small dev sets) go to the middle of the tied LM weights, not to an extreme.
+    # Ties (common on small dev sets) go to the middle of the tied settings, not to an extreme.
     lowest = min(r["wer"] for r in results.values())
     tied = [k for k in results if results[k]["wer"] == lowest]
     best = tied[len(tied) // 2]
@@ -187,11 +199,13 @@ def run(args) -> int:
         "search_real_time_factor": round(timing["search_s"] / max(audio_s, 1e-9), 4),
         **timing,
         "opts": vars(opts),
-        "best_lm_weight": float(best),
+        "best": best,
+        "best_lm_weight": float(setting[best][0]),
+        "best_word_ins_penalty": float(setting[best][1]),
         "wer": results[best]["wer"],
         "by_lm_weight": results,
     }
     write_json(summary_path, summary)
-    log.info(f"{args.out_dir}: best LM weight {best}: %WER {results[best]['wer']:.2f} over {len(ids)} utterances "
-             f"({timing['empty_lattices']} empty lattices), RTF {summary['real_time_factor']}")
+    log.info(f"{args.out_dir}: best LM weight {setting[best][0]:g}, word insertion penalty {setting[best][1]:g}: "
+             f"%WER {results[best]['wer']:.2f} over {len(ids)} utterances ({timing['empty_lattices']} empty lattices), RTF {summary['real_time_factor']}")
     return 0

@@ -125,8 +125,20 @@ def _split(lattices) -> list:
     return [lattices[i] if arcs[i + 1] > arcs[i] else None for i in range(lattices.shape[0])]
 
 
-def rescore_lm_weights(lattices: Sequence, lm_weights: Iterable[float], acoustic_scale: float) -> Dict[float, List[Optional[List[int]]]]:
-    """One-best word ids for each LM weight: scores = am / lm_weight + graph (am unscaled)."""
+def _words_per_arc(lattices):
+    """Number of words (aux labels > 0) each arc of an FsaVec emits, as float scores."""
+    import k2
+
+    aux = lattices.aux_labels
+    if isinstance(aux, k2.RaggedTensor):
+        return aux.remove_values_leq(0).shape.row_splits(1).diff().to(lattices.scores.dtype)
+    return (aux > 0).to(lattices.scores.dtype)
+
+
+def rescore_lm_weights(lattices: Sequence, lm_weights: Iterable[float], acoustic_scale: float,
+                       word_ins_penalty: float = 0.0) -> Dict[float, List[Optional[List[int]]]]:
+    """One-best word ids for each LM weight: scores = am / lm_weight + graph - penalty * words (am
+    unscaled), as Kaldi's score.sh (lattice-scale --inv-acoustic-scale, lattice-add-penalty)."""
     import k2
 
     kept = [lat for lat in lattices if lat is not None]
@@ -135,9 +147,10 @@ def rescore_lm_weights(lattices: Sequence, lm_weights: Iterable[float], acoustic
         return {w: [None] * len(lattices) for w in lm_weights}
     vec = k2.create_fsa_vec(kept)
     am = (vec.scores - vec.graph_scores) / acoustic_scale
+    graph = vec.graph_scores - word_ins_penalty * _words_per_arc(vec) if word_ins_penalty else vec.graph_scores
     for w in lm_weights:
         lat = vec.clone()
-        lat.scores = am / w + vec.graph_scores
+        lat.scores = am / w + graph
         words = iter(path_words(k2.shortest_path(lat, use_double_scores=True)))
         out[w] = [next(words) if x is not None else None for x in lattices]
     return out

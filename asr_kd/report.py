@@ -31,7 +31,7 @@ def row_from_files(system: str, set_name: str, decode_dir: Optional[Path] = None
                    empty_lattices=d["empty_lattices"], decode_rtf=d["real_time_factor"])
         if d.get("subset_every", 1) > 1:
             row["wer_on"] = f"every {d['subset_every']}th utterance"
-        if d.get("best_word_ins_penalty"):
+        if "best_word_ins_penalty" in d:
             row["word_ins_penalty"] = d["best_word_ins_penalty"]
         w = d["by_lm_weight"][d.get("best", f"{d['best_lm_weight']:g}")]
         row.update(ins=w["ins"], dels=w["del"], subs=w["sub"], ref_words=w["ref_words"])

@@ -60,6 +60,40 @@ def test_same_seed_same_weights_and_different_seed_differs():
     assert not torch.equal(ws[0], ws[2])
 
 
+def test_interrupted_run_resumes_from_its_checkpoint(tmp_path):
+    x, y = blobs()
+    noise = lambda xb: xb + 0.1 * torch.randn_like(xb)  # noqa: E731  (draws from the global RNG)
+    cfg = quick(epochs=4, precision="fp32")
+
+    def dropout_mlp():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3))
+
+    whole = dropout_mlp()
+    train_classifier(whole, x, y, cfg, augment=noise)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_at_3(model, epoch):
+        if epoch == 3:
+            raise Interrupt
+        return {"dev_errors": float(epoch)}
+
+    ck = tmp_path / "ck.pt"
+    with pytest.raises(Interrupt):
+        train_classifier(dropout_mlp(), x, y, cfg, augment=noise, eval_fn=stop_at_3, checkpoint=ck)
+    assert torch.load(ck)["epoch"] == 2
+    torch.manual_seed(123)  # a different process state: the checkpoint restores the RNGs
+    resumed = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3))
+    hist = train_classifier(resumed, x, y, cfg, augment=noise, eval_fn=lambda m, e: {}, checkpoint=ck)
+    assert [r["epoch"] for r in hist.epochs] == [1, 2, 3, 4]
+    for a, b in zip(whole.parameters(), resumed.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+    with pytest.raises(ValueError, match="different training run"):
+        train_classifier(dropout_mlp(), x, y, quick(epochs=5, precision="fp32"), checkpoint=ck)
+
+
 def test_distillation_from_soft_targets_and_from_teacher_callable():
     x, y = blobs()
     teacher = mlp(seed=3)

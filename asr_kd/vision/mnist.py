@@ -175,7 +175,8 @@ def prepare_mnist(
             except Exception as e:  # try the next mirror
                 errors.append(f"{mirror}: {e}")
         else:
-            raise RuntimeError(f"could not download {name}: " + "; ".join(errors))
+            raise RuntimeError(f"could not download {name} (without internet, point --mnist-dir at a local copy "
+                               "of the four IDX files): " + "; ".join(errors))
     return d
 
 

@@ -295,8 +295,13 @@ def teacher(ctx: Context) -> None:
     torch.manual_seed(ctx.args.seed)
     model = M.mlp(s["teacher_hidden"], s["input_dropout"], s["hidden_dropout"])
     cfg = ctx.train_config(s["teacher_epochs"], "teacher", max_norm=s["max_norm"])
+    # The teacher is the long run: a checkpoint per epoch lets an interrupted run resume.
+    checkpoint = ctx.exp / "teacher" / "checkpoint.pt"
+    if ctx.args.force:
+        checkpoint.unlink(missing_ok=True)
     hist = train_classifier(
-        model, d["train_x"], d["train_y"], cfg, augment=M.Jitter(s["jitter"]), eval_fn=ctx.eval_fn()
+        model, d["train_x"], d["train_y"], cfg, augment=M.Jitter(s["jitter"]), eval_fn=ctx.eval_fn(),
+        checkpoint=checkpoint,
     )
     _save_model(model, ctx.exp / "teacher" / "model.pt")
     logits = _all_logits(ctx, model)

@@ -11,7 +11,7 @@ Used by the image recipes (MNIST, CIFAR-100 specialists). The losses come from
   with AVX512-BF16/AMX. On an AVX2-only CPU, torch's CPU bf16 matmul is emulated and measured
   ~10x *slower* than fp32, so ``auto`` gives fp32 there), seed, device, progress).
 - :func:`train_classifier` ``(model, x, y=None, config, soft_targets=None, teacher=None,
-  augment=None, eval_fn=None) -> TrainHistory``: trains ``model`` in place.
+  augment=None, eval_fn=None, checkpoint=None) -> TrainHistory``: trains ``model`` in place.
 
   * hard labels only (``y``): cross-entropy;
   * ``soft_targets`` (``[N, C]`` probabilities at ``config.temperature``, one row per training
@@ -21,7 +21,10 @@ Used by the image recipes (MNIST, CIFAR-100 specialists). The losses come from
     (random ops draw from torch's global RNG, seeded by ``config.seed``);
   * ``eval_fn``: ``(model, epoch) -> dict`` of metrics, called every ``config.eval_every`` epochs
     and after the last one, logged and kept in the history; with ``config.select_best = key``
-    the weights of the epoch with the lowest ``key`` are restored at the end.
+    the weights of the epoch with the lowest ``key`` are restored at the end;
+  * ``checkpoint``: a file written (atomically) after every epoch with the model, optimizer, RNG
+    states and history; a run that finds one made with the same config resumes after its last
+    epoch and ends where an uninterrupted run would (long CPU runs survive an interruption).
 - :func:`predict_logits` ``(model, x, batch_size=1000, device="cpu", precision="fp32")``: fp32
   logits on the CPU, in eval mode (the model's previous mode is restored).
 - :func:`count_errors` ``(logits_or_predictions, labels) -> int`` and :func:`error_rate` (percent).
@@ -37,6 +40,7 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type
 
 import torch
@@ -44,7 +48,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from asr_kd.distill import distillation_loss, tempered_softmax
-from asr_kd.utils import autocast, resolve_dtype, seed_everything
+from asr_kd.utils import atomic_path, autocast, resolve_dtype, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +225,7 @@ def train_classifier(
     teacher: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
     augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
     eval_fn: Optional[Callable[[nn.Module, int], Dict[str, float]]] = None,
+    checkpoint: Optional[Path] = None,
 ) -> TrainHistory:
     """Train ``model`` in place on ``x`` (``[N, ...]``) and return its history (see module doc)."""
     cfg = config or TrainConfig()
@@ -253,6 +258,22 @@ def train_classifier(
     history = TrainHistory()
     best_value, best_state = math.inf, None
     t_start = time.time()
+    first_epoch, wall_before = 1, 0.0
+    # What must match for a checkpoint to be resumed: every knob but the cosmetic ones.
+    fingerprint = {k: v for k, v in cfg.to_dict().items() if k not in ("progress", "device")}
+    fingerprint["examples"] = n
+    if checkpoint is not None and Path(checkpoint).exists():
+        ck = torch.load(checkpoint, map_location="cpu")
+        if ck["fingerprint"] != fingerprint:
+            raise ValueError(f"{checkpoint} was written by a different training run; delete it (or use --force)")
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        gen.set_state(ck["generator"])
+        torch.set_rng_state(ck["torch_rng"])
+        history = TrainHistory(epochs=ck["history"], best_epoch=ck["best_epoch"])
+        best_value, best_state = ck["best_value"], ck["best_state"]
+        first_epoch, wall_before = ck["epoch"] + 1, ck["wall_s"]
+        log.info("%s: resuming from %s after epoch %d", cfg.desc, checkpoint, ck["epoch"])
     log.info(
         "%s: %d examples, %d epochs of %d steps, %s, %s on %s",
         cfg.desc, n, cfg.epochs, steps_per_epoch,
@@ -265,7 +286,7 @@ def train_classifier(
     except ImportError:  # pragma: no cover - tqdm is a dependency
         tqdm = None
 
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(first_epoch, cfg.epochs + 1):
         model.train()
         t0 = time.time()
         perm = torch.randperm(n, generator=gen)
@@ -344,9 +365,16 @@ def train_classifier(
             cfg.desc, epoch, cfg.epochs,
             ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items() if k != "epoch"),
         )
+        if checkpoint is not None:
+            state = dict(fingerprint=fingerprint, epoch=epoch, model=model.state_dict(),
+                         optimizer=optimizer.state_dict(), generator=gen.get_state(), torch_rng=torch.get_rng_state(),
+                         history=history.epochs, best_epoch=history.best_epoch, best_value=best_value,
+                         best_state=best_state, wall_s=wall_before + time.time() - t_start)
+            with atomic_path(checkpoint) as tmp:
+                torch.save(state, tmp)
 
     if best_state is not None:
         model.load_state_dict(best_state)
         log.info("%s: restored epoch %d (best %s = %.4g)", cfg.desc, history.best_epoch, cfg.select_best, best_value)
-    history.wall_s = time.time() - t_start
+    history.wall_s = wall_before + time.time() - t_start
     return history

@@ -44,3 +44,18 @@ def test_per_speaker_cmvn_and_bad_input():
     np.testing.assert_allclose(feats["b1"][:, :13].mean(0), 0.0, atol=1e-4)
     # the NaN utterance did not contaminate speaker B's statistics
     assert np.isfinite(feats["b1"]).all()
+
+
+def test_set_cmvn_makes_features_independent_of_the_batch():
+    from asr_kd.hmm.features import mfcc_cmvn
+
+    rng = np.random.RandomState(1)
+    items = [("a1", "A", rng.randn(30, 40) + 5), ("a2", "A", rng.randn(20, 40) - 5),
+             ("b1", "B", rng.randn(25, 40)), ("nan", "B", np.full((10, 40), np.nan))]
+    cmvn = mfcc_cmvn(items)
+    whole, _ = compute_features(items, cmvn=cmvn)
+    alone, _ = compute_features(items[:1], cmvn=cmvn)
+    np.testing.assert_allclose(alone["a1"], whole["a1"], rtol=1e-5, atol=1e-5)
+    # the set's statistics equal those computed from all items; a batch of one utterance differs
+    np.testing.assert_allclose(compute_features(items)[0]["a1"], whole["a1"], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(compute_features(items[:1])[0]["a1"], whole["a1"], atol=1e-2)

@@ -8,7 +8,9 @@
 
 Both expose the context dependency and transition model of the GMM system that defined the
 senones (for HCLG), and take ``(utt_id, speaker, fbank)`` items so that manifests and plain
-audio files decode the same way.
+audio files decode the same way. ``fit_cmvn(items)`` fixes the per-speaker CMVN statistics from
+a whole set before it is scored batch by batch, as training saw them (without it, each call
+normalises with the statistics of the items it is given).
 """
 from __future__ import annotations
 
@@ -44,15 +46,21 @@ class GmmScorer:
         self.ctx, self.trans = self.model.ctx, self.model.trans
         self.model_files = [self.gmm_dir / "tree.json", self.gmm_dir / "transitions.json"]
         self.device = device
+        self.cmvn = None
 
     @property
     def num_pdfs(self) -> int:
         return self.ctx.num_pdfs
 
+    def fit_cmvn(self, items: Sequence[Item]) -> None:
+        from asr_kd.hmm.features import mfcc_cmvn
+
+        self.cmvn = mfcc_cmvn(items)
+
     def loglikes(self, items: Sequence[Item]) -> Dict[str, torch.Tensor]:
         from asr_kd.hmm.features import compute_features
 
-        feats, rejected = compute_features(items)
+        feats, rejected = compute_features(items, cmvn=self.cmvn)
         gmm = self.model.gmm.to(self.device)
         return {u: gmm.loglikes(torch.from_numpy(x).to(self.device)).float().cpu() for u, x in feats.items()}
 
@@ -76,11 +84,17 @@ class DnnScorer:
         if self.log_priors.numel() != self.ctx.num_pdfs:
             raise ValueError(f"model has {self.log_priors.numel()} senones but {self.gmm_dir} has {self.ctx.num_pdfs}")
         self.device, self.dtype = device, dtype
+        self.cmvn = None
         self.sampling_rate = meta.get("sampling_rate")
 
     @property
     def num_pdfs(self) -> int:
         return self.ctx.num_pdfs
+
+    def fit_cmvn(self, items: Sequence[Item]) -> None:
+        from asr_kd.data.features import Cmvn, cmvn_stats
+
+        self.cmvn = Cmvn(cmvn_stats((s, x) for _, s, x in items if len(x) and np.isfinite(x).all()), mode="speaker")
 
     def loglikes(self, items: Sequence[Item]) -> Dict[str, torch.Tensor]:
         from asr_kd.data.features import Cmvn, cmvn_stats
@@ -88,8 +102,7 @@ class DnnScorer:
         from asr_kd.nnet.train import predict
 
         items = [(u, s, np.asarray(x, dtype=np.float32)) for u, s, x in items if len(x)]
-        stats = cmvn_stats((s, x) for _, s, x in items)
-        cmvn = Cmvn(stats, mode="speaker")
+        cmvn = self.cmvn or Cmvn(cmvn_stats((s, x) for _, s, x in items), mode="speaker")
         feats = [torch.from_numpy(cmvn(x, s)) for _, s, x in items]
         lengths = torch.tensor([len(f) for f in feats])
         ends = torch.cumsum(lengths, 0)

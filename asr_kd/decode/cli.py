@@ -90,6 +90,8 @@ def decode_items(scorer, graph, items, opts, lm_weights, penalties=(0.0,)):
     from asr_kd.decode.decoder import Decoder, batches_by_frames, rescore_lm_weights
 
     decoder = Decoder(graph, opts)
+    # Per-speaker CMVN from the whole set, as in training, not from whichever utterances share a batch.
+    scorer.fit_cmvn(items)
     lengths = [len(x) for _, _, x in items]
     found: Dict[tuple, Dict[str, Optional[List[int]]]] = {(w, p): {} for w in lm_weights for p in penalties}
     t_am = t_search = 0.0

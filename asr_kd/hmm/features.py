@@ -75,13 +75,28 @@ class FeatureOpts:
         return self.num_ceps * (self.delta_order + 1)
 
 
+def _unusable(fbank: np.ndarray, opts: FeatureOpts) -> Optional[str]:
+    """Why an utterance's fbank cannot be used, or None."""
+    if fbank.ndim != 2 or fbank.shape[0] == 0:
+        return "empty features: 0 frames"
+    if not np.isfinite(fbank).all():
+        bad = int((~np.isfinite(fbank)).any(axis=1).sum())
+        return f"bad features: NaN/inf values in {bad} of {fbank.shape[0]} frames"
+    if fbank.shape[0] > 1 and float(np.ptp(fbank.mean(axis=1))) < opts.min_energy_range:
+        return ("silent audio: frame energies constant (digital silence), "
+                f"range {float(np.ptp(fbank.mean(axis=1))):.2g} < {opts.min_energy_range}")
+    return None
+
+
 def compute_features(
-    items: Iterable[Tuple[str, str, np.ndarray]], opts: Optional[FeatureOpts] = None
+    items: Iterable[Tuple[str, str, np.ndarray]], opts: Optional[FeatureOpts] = None, cmvn: Optional[Cmvn] = None,
 ) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
     """MFCC + per-speaker CMVN + deltas for ``(utt_id, speaker, fbank)`` items.
 
     Returns ``(feats, rejected)``: features by utterance id and, for utterances that cannot be
     used, the reason (empty, or NaN/inf values in the fbank); those never reach the CMVN sums.
+    The CMVN statistics are those of ``items`` unless ``cmvn`` (from :func:`mfcc_cmvn` over a
+    whole set) is given: a decoder that scores a set batch by batch passes the set's.
     """
     opts = opts or FeatureOpts()
     mfcc: Dict[str, np.ndarray] = {}
@@ -89,27 +104,29 @@ def compute_features(
     rejected: Dict[str, str] = {}
     for utt, spk, fbank in items:
         fbank = np.asarray(fbank)
-        if fbank.ndim != 2 or fbank.shape[0] == 0:
-            rejected[utt] = "empty features: 0 frames"
-            continue
-        if not np.isfinite(fbank).all():
-            bad = int((~np.isfinite(fbank)).any(axis=1).sum())
-            rejected[utt] = f"bad features: NaN/inf values in {bad} of {fbank.shape[0]} frames"
-            continue
-        if fbank.shape[0] > 1 and float(np.ptp(fbank.mean(axis=1))) < opts.min_energy_range:
-            rejected[utt] = ("silent audio: frame energies constant (digital silence), "
-                             f"range {float(np.ptp(fbank.mean(axis=1))):.2g} < {opts.min_energy_range}")
+        reason = _unusable(fbank, opts)
+        if reason:
+            rejected[utt] = reason
             continue
         c = fbank_to_mfcc(fbank, opts.num_ceps, opts.cepstral_lifter)
         mfcc[utt] = c
         spk_of[utt] = spk
     feats = {}
     if mfcc:  # per-speaker CMN (CMVN with norm_vars) of the cepstra, before the deltas, as Kaldi does
-        cmvn = Cmvn(cmvn_stats((spk_of[u], c) for u, c in mfcc.items()), mode="speaker", norm_vars=opts.norm_vars)
+        if cmvn is None:
+            cmvn = Cmvn(cmvn_stats((spk_of[u], c) for u, c in mfcc.items()), mode="speaker", norm_vars=opts.norm_vars)
         feats = {utt: add_deltas(cmvn(c, spk_of[utt]), order=opts.delta_order) for utt, c in mfcc.items()}
     for utt, reason in rejected.items():
         logger.warning("utterance %s rejected: %s", utt, reason)
     return feats, rejected
+
+
+def mfcc_cmvn(items: Iterable[Tuple[str, str, np.ndarray]], opts: Optional[FeatureOpts] = None) -> Cmvn:
+    """Per-speaker CMVN of the cepstra of all usable ``(utt_id, speaker, fbank)`` items."""
+    opts = opts or FeatureOpts()
+    usable = ((spk, fbank_to_mfcc(np.asarray(x), opts.num_ceps, opts.cepstral_lifter)) for _, spk, x in items
+              if _unusable(np.asarray(x), opts) is None)
+    return Cmvn(cmvn_stats(usable), mode="speaker", norm_vars=opts.norm_vars)
 
 
 def features_from_cuts(cuts, opts: Optional[FeatureOpts] = None):

@@ -94,7 +94,8 @@ class DnnScorer:
     def fit_cmvn(self, items: Sequence[Item]) -> None:
         from asr_kd.data.features import Cmvn, cmvn_stats
 
-        self.cmvn = Cmvn(cmvn_stats((s, x) for _, s, x in items if len(x) and np.isfinite(x).all()), mode="speaker")
+        usable = ((s, x) for _, s, x in items if len(x) and np.isfinite(x).all())
+        self.cmvn = Cmvn(cmvn_stats(usable), mode="speaker")
 
     def loglikes(self, items: Sequence[Item]) -> Dict[str, torch.Tensor]:
         from asr_kd.data.features import Cmvn, cmvn_stats

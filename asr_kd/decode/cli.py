@@ -209,5 +209,6 @@ def run(args) -> int:
     }
     write_json(summary_path, summary)
     log.info(f"{args.out_dir}: best LM weight {setting[best][0]:g}, word insertion penalty {setting[best][1]:g}: "
-             f"%WER {results[best]['wer']:.2f} over {len(ids)} utterances ({timing['empty_lattices']} empty lattices), RTF {summary['real_time_factor']}")
+             f"%WER {results[best]['wer']:.2f} over {len(ids)} utterances ({timing['empty_lattices']} empty lattices), "
+             f"RTF {summary['real_time_factor']}")
     return 0

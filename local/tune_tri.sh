@@ -14,7 +14,7 @@ decode_opts=""
 
 G=data/lm/G_${lm_order}gram.fst
 table="Triphone system size (dev WER)"
-note="One triphone GMM per (leaves, Gaussians) from the same monophone alignment; dev WER at dev's best LM weight. The recipe's tri_leaves / tri_gauss are picked from this table (dev only; test is not looked at)."
+note="One triphone GMM per (leaves, Gaussians) from the same monophone alignment; dev WER at dev's best LM weight and word insertion penalty. The recipe's tri_leaves / tri_gauss are picked from this table (dev only; test is not looked at)."
 for size in $sizes; do
   leaves=${size%%:*} gauss=${size##*:}
   dir=exp/tune_tri/L${leaves}_G${gauss}

@@ -91,19 +91,22 @@ class DnnScorer:
     def num_pdfs(self) -> int:
         return self.ctx.num_pdfs
 
-    def fit_cmvn(self, items: Sequence[Item]) -> None:
+    @staticmethod
+    def _speaker_cmvn(items: Sequence[Item]):
         from asr_kd.data.features import Cmvn, cmvn_stats
 
         usable = ((s, x) for _, s, x in items if len(x) and np.isfinite(x).all())
-        self.cmvn = Cmvn(cmvn_stats(usable), mode="speaker")
+        return Cmvn(cmvn_stats(usable), mode="speaker")
+
+    def fit_cmvn(self, items: Sequence[Item]) -> None:
+        self.cmvn = self._speaker_cmvn(items)
 
     def loglikes(self, items: Sequence[Item]) -> Dict[str, torch.Tensor]:
-        from asr_kd.data.features import Cmvn, cmvn_stats
         from asr_kd.nnet.data import FrameSet
         from asr_kd.nnet.train import predict
 
         items = [(u, s, np.asarray(x, dtype=np.float32)) for u, s, x in items if len(x)]
-        cmvn = self.cmvn or Cmvn(cmvn_stats((s, x) for _, s, x in items), mode="speaker")
+        cmvn = self.cmvn or self._speaker_cmvn(items)
         feats = [torch.from_numpy(cmvn(x, s)) for _, s, x in items]
         lengths = torch.tensor([len(f) for f in feats])
         ends = torch.cumsum(lengths, 0)

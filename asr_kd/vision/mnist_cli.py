@@ -49,13 +49,13 @@ FULL = dict(
     lr=0.1,
     momentum=0.9,
     teacher_hidden=[1200, 1200],
-    teacher_epochs=16,
+    teacher_epochs=60,
     input_dropout=0.1,
     hidden_dropout=0.3,
     max_norm=3.5,
     jitter=2,
     student_hidden=[800, 800],
-    student_epochs=5,
+    student_epochs=20,
     temperature=20.0,
     hard_weight=0.5,
     # At high T the T^2-scaled soft loss behaves like a squared error on the logits (unbounded
@@ -63,8 +63,8 @@ FULL = dict(
     distill_grad_clip=2.0,
     sweep_hidden=[[300, 300], [30, 30]],
     sweep_temperatures=[1.0, 2.0, 3.0, 4.0, 8.0, 20.0],
-    sweep_epochs=3,
-    transfer_epochs=5,
+    sweep_epochs=10,
+    transfer_epochs=20,
 )
 QUICK = dict(
     FULL,
@@ -303,11 +303,13 @@ def teacher(ctx: Context) -> None:
         model, d["train_x"], d["train_y"], cfg, augment=M.Jitter(s["jitter"]), eval_fn=ctx.eval_fn(),
         checkpoint=checkpoint,
     )
+    t_trained = time.time()
     _save_model(model, ctx.exp / "teacher" / "model.pt")
     logits = _all_logits(ctx, model)
     with atomic_path(ctx.exp / "teacher" / "logits.pt") as tmp:
         torch.save(logits, tmp)
-    wall = time.time() - t0
+    # A resumed run's history counts the epochs trained before the interruption too.
+    wall = max(hist.wall_s, t_trained - t0) + time.time() - t_trained
     rows = _rows(
         "teacher", logits, {k: d[f"{k}_y"] for k in ("valid", "test")},
         params=M.num_parameters(model), epochs=s["teacher_epochs"], temperature=None, wall_s=round(wall, 1),

@@ -119,7 +119,7 @@ if stage_on 11; then
   log "Stage 11: students distilled from the ensemble at T in {$temperatures}"
   for T in $temperatures; do
     dir=exp/dnn_distilled_T$T
-    train_dnn $dir --seed 101 --teachers $teachers --temperature $T --hard-weight $hard_weight
+    train_dnn $dir --seed 101 --teachers $teachers --temperature $T --hard-weight $hard_weight $distill_opts
     eval_dnn $dir/eval_test.json test --models $dir/final.pt
     for s in dev test; do decode_set $dir $s $dir/final.pt; done
     report_row "$table1" dnn-distilled-T$T test --decode-dir $dir/decode_test --frame-accuracy $dir/eval_test.json \
@@ -134,7 +134,7 @@ if stage_on 12; then
   note5="Paper (Table 5; 3% of 2000 h): hard targets 67.3% train / 44.5% test frame accuracy (early stopped), soft targets 65.4% train / 57.0% test; all data, hard targets: 63.4% / 58.9%."
   train_dnn exp/dnn_3pct_hard --seed 201 --subset-fraction $subset_fraction --epochs $subset_epochs --patience 2
   train_dnn exp/dnn_3pct_soft --seed 201 --subset-fraction $subset_fraction --epochs $subset_epochs \
-    --teachers $teachers --temperature $subset_temperature --hard-weight $hard_weight
+    --teachers $teachers --temperature $subset_temperature --hard-weight $hard_weight $distill_opts
   for kind in hard soft; do
     dir=exp/dnn_3pct_$kind
     eval_dnn $dir/eval_train.json train --models $dir/final.pt --subset-fraction $subset_fraction

@@ -107,6 +107,29 @@ def test_distilled_student_and_ensemble(trained, tmp_path):
     assert ens_acc > 2 * 100 / 6
 
 
+def test_grad_clip_bounds_each_update(trained, tmp_path):
+    """One plain-SGD step on one batch moves the weights by at most lr * clip, and the epoch
+    record says the step was clipped; without the clip the same step is larger."""
+    from asr_kd.nnet.model import Dnn
+
+    _, cfg, train_set, dev_set, _ = trained
+
+    def step_norm(clip, name):
+        tc = TrainConfig(epochs=1, batch_size=10_000, lr=0.1, momentum=0.0, seed=5, dtype="fp32", progress=False,
+                         grad_clip=clip)
+        summary = train(tmp_path / name, cfg, tc, train_set, dev_set)
+        torch.manual_seed(5)
+        before = Dnn(cfg).state_dict()
+        after = load_model(tmp_path / name / "final.pt").state_dict()
+        return float(torch.sqrt(sum(((after[k] - before[k]) ** 2).sum() for k in before))), summary["history"][0]
+
+    clipped, record = step_norm(0.01, "clip")
+    free, free_record = step_norm(0.0, "free")
+    assert clipped <= 0.1 * 0.01 * 1.001
+    assert record["clipped_pct"] == 100.0 and "clipped_pct" not in free_record
+    assert free > 10 * clipped
+
+
 def test_nan_loss_is_a_clear_error(trained, tmp_path):
     _, cfg, train_set, dev_set, _ = trained
     bad = FrameSet(**{**train_set.__dict__, "feats": train_set.feats.clone()})

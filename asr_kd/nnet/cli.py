@@ -48,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--patience", type=int, default=3, help="early stopping (epochs without dev improvement; 0 = off)")
     p.add_argument("--max-frames-per-epoch", type=int, default=0)
+    p.add_argument("--grad-clip", type=float, default=0.0, help="clip the gradient's L2 norm to this (0 = off)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto",
                    help="auto: bf16 where the hardware has fast bf16 (AVX-512 BF16, AMX, CUDA), else fp32")
@@ -152,7 +153,7 @@ def run(args) -> int:
         raise ValueError(f"labels go up to {int(frames.labels.max())} but {args.gmm_dir} has {model_cfg.num_senones} senones")
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                       momentum=args.momentum, patience=args.patience, seed=args.seed, dtype=args.dtype,
-                      device=args.device, max_frames_per_epoch=args.max_frames_per_epoch,
+                      device=args.device, max_frames_per_epoch=args.max_frames_per_epoch, grad_clip=args.grad_clip,
                       temperature=args.temperature, hard_weight=args.hard_weight, soft_weight=args.soft_weight,
                       ensemble_method=args.ensemble_method, logit_matching=args.logit_matching,
                       progress=not args.no_progress)

@@ -51,6 +51,9 @@ class TrainConfig:
     dtype: str = "auto"  # bf16 where the hardware has fast bf16, else fp32 (or force either)
     device: str = "cpu"
     max_frames_per_epoch: int = 0  # 0 = every frame each epoch
+    # Clip the gradient's L2 norm (0 = off). The T^2-scaled soft term's gradient grows with T
+    # (T (q - p) per frame); with SGD at a hard-label learning rate a student at T >= 5 can diverge.
+    grad_clip: float = 0.0
     # distillation (used when teachers are given)
     temperature: float = 1.0
     hard_weight: float = 0.5
@@ -165,7 +168,7 @@ def train(
             g["lr"] = lr
         model.train()
         t0 = time.time()
-        total_loss, total_frames, correct = 0.0, 0, 0
+        total_loss, total_frames, correct, clipped = 0.0, 0, 0, 0
         batches = list(frame_batches(len(train_set), cfg.batch_size, epoch, cfg.seed, rank, world, train_set.labels))
         if cfg.max_frames_per_epoch:
             batches = batches[: max(1, cfg.max_frames_per_epoch // (cfg.batch_size * world))]
@@ -195,6 +198,9 @@ def train(
                                          f"lower the learning rate (last checkpoint: {_latest_checkpoint(exp_dir)})")
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg.grad_clip:
+                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                clipped += int(norm > cfg.grad_clip)
             opt.step()
             total_loss += loss.item() * len(idx)
             total_frames += len(idx)
@@ -206,10 +212,13 @@ def train(
                   "train_frame_accuracy": 100.0 * correct / max(total_frames, 1), "dev_frame_accuracy": dev_acc,
                   "frames": total_frames * world, "wall_s": round(wall, 2),
                   "frames_per_s": round(total_frames * world / max(wall, 1e-9), 1)}
+        if cfg.grad_clip:
+            record["clipped_pct"] = round(100.0 * clipped / max(len(batches), 1), 1)
         history.append(record)
         log.info(f"{exp_dir.name} epoch {epoch}: loss {record['train_loss']:.4f}, train acc "
                  f"{record['train_frame_accuracy']:.2f}%, dev acc {dev_acc:.2f}%, lr {lr:g}, "
-                 f"{record['frames_per_s']:.0f} frames/s")
+                 f"{record['frames_per_s']:.0f} frames/s"
+                 + (f", {record['clipped_pct']:g}% of steps clipped" if cfg.grad_clip else ""))
         if dev_acc - best_acc < cfg.newbob_threshold and epoch > 1:
             lr /= 2
         if improved:

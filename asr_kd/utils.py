@@ -8,7 +8,7 @@ import os
 import random
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Iterator, Sequence, Union
 
 Pathlike = Union[str, os.PathLike]
 
@@ -113,3 +113,12 @@ def outputs_exist(*paths: Pathlike) -> bool:
     """True when every output of a stage is already there (outputs are written atomically,
     so existence means the stage finished)."""
     return all(Path(p).exists() for p in paths)
+
+
+def outputs_fresh(outputs: Sequence[Pathlike], inputs: Sequence[Pathlike]) -> bool:
+    """True when every output exists and none is older than an input that exists (make's rule):
+    a stage whose inputs were rebuilt (a retrained model, a new alignment) runs again."""
+    if not outputs_exist(*outputs):
+        return False
+    newest_input = max((Path(p).stat().st_mtime for p in inputs if Path(p).exists()), default=0.0)
+    return all(Path(p).stat().st_mtime >= newest_input for p in outputs)

@@ -1,5 +1,6 @@
 """The asr-kd command, the Kaldi-style option parser of the recipes, results files, LibriSpeech."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -110,3 +111,17 @@ def test_report_recovered_gain(tmp_path):
             {"system": "dnn-distilled-T2", "set": "test", "frame_accuracy": 53.0}]
     add_gain_recovered(rows)
     assert rows[2]["gain_recovered_pct"] == 75.0
+
+
+def test_outputs_fresh_follows_make_rule(tmp_path):
+    from asr_kd.utils import outputs_fresh
+
+    src, out = tmp_path / "ali.pt", tmp_path / "labels.jsonl.gz"
+    src.write_text("a")
+    assert not outputs_fresh([out], [src])  # missing output
+    out.write_text("b")
+    os.utime(src, (100, 100))
+    os.utime(out, (200, 200))
+    assert outputs_fresh([out], [src, tmp_path / "absent"])  # absent inputs do not count
+    os.utime(src, (300, 300))
+    assert not outputs_fresh([out], [src])  # input rebuilt after the output

@@ -1,6 +1,7 @@
 """End to end through ``asr-kd gmm``: lang directory and lhotse cuts on disk, mono -> tri ->
 labels, on a synthetic corpus (fbank-like 40-dim features with known segmentations)."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -80,6 +81,14 @@ def test_gmm_cli_end_to_end(tmp_path):
         y = c.load_senone()
         assert y.shape == (c.num_frames,) and y.dtype == np.int32
         assert 0 <= y.min() and y.max() < priors["num_pdfs"]
+    # Labels are kept while they are newer than the alignment, and redone once it is rebuilt
+    # (a retrained triphone system must not leave the DNNs stale senone ids).
+    mtime = out.stat().st_mtime
+    assert main(["gmm", "labels", "--cuts", str(cuts), "--ali-dir", str(tri), "--out-cuts", str(out)]) == 0
+    assert out.stat().st_mtime == mtime
+    os.utime(tri / "ali.pt", (mtime + 10, mtime + 10))
+    assert main(["gmm", "labels", "--cuts", str(cuts), "--ali-dir", str(tri), "--out-cuts", str(out)]) == 0
+    assert out.stat().st_mtime > mtime
 
     rc = main(["gmm", "report", "--recipe-dir", str(tmp_path), "--model-dirs", str(mono), str(tri),
                "--command", "pytest"])

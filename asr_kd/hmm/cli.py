@@ -163,7 +163,7 @@ def run(args) -> int:
     from asr_kd.hmm.lang_io import LangInfo
     from asr_kd.hmm.output import (attach_senones, load_alignments, save_alignments, save_model_dir,
                                    senone_priors, write_ctm)
-    from asr_kd.utils import outputs_exist, write_json
+    from asr_kd.utils import outputs_fresh, write_json
 
     if step == "report":
         return _report(args)
@@ -174,8 +174,8 @@ def run(args) -> int:
         write_ctm(args.out, load_alignments(Path(args.ali_dir) / "ali.pt"), lang.phone_names)
         return 0
     if step == "labels":
-        if outputs_exist(args.out_cuts) and not args.force:
-            logger.info("%s exists; skipping (use --force to redo)", args.out_cuts)
+        if outputs_fresh([args.out_cuts], [Path(args.ali_dir) / "ali.pt", args.cuts]) and not args.force:
+            logger.info("%s is newer than its alignment; skipping (use --force to redo)", args.out_cuts)
             return 0
         from lhotse import load_manifest
 
@@ -192,8 +192,11 @@ def run(args) -> int:
 
     lang = LangInfo.load(args.lang_dir)
     out_dir = Path(args.exp_dir if step in ("mono", "tri") else args.out_dir)
-    if outputs_exist(out_dir / ("final.mdl" if step != "align" else "ali.pt")) and not args.force:
-        logger.info("%s is done; skipping (use --force to redo)", out_dir)
+    # Redone when what it was made from is newer: the monophone alignment for tri, the model for align.
+    inputs = ([Path(args.ali_dir) / "ali.pt"] if step == "tri" else
+              [Path(args.model_dir) / "final.mdl"] if step == "align" else [])
+    if outputs_fresh([out_dir / ("final.mdl" if step != "align" else "ali.pt")], [args.cuts, *inputs]) and not args.force:
+        logger.info("%s is done and newer than its inputs; skipping (use --force to redo)", out_dir)
         return 0
     t0 = time.time()
     cuts, feats, texts, rejected = load_data(args.cuts, args.max_utts)

@@ -16,6 +16,7 @@ tri_gauss=2000
 preset=small
 epochs=6
 num_teachers=4
+distill_opts="--grad-clip 5"   # plain SGD at lr 0.05: bounds the T >= 5 students' first steps (see yesno)
 
 . ../../local/parse_options.sh
 . ../../local/path.sh

@@ -88,10 +88,11 @@ def load_frames(cuts_path: Path, cache: Path = None):
 
     from asr_kd.data.features import Cmvn, compute_cmvn_stats
     from asr_kd.nnet.data import FrameSet
+    from asr_kd.utils import outputs_fresh
 
     if not cuts_path.is_file():
         raise FileNotFoundError(f"{cuts_path} not found: run the alignment (senone labels) stage first")
-    if cache is not None and cache.exists() and cache.stat().st_mtime >= cuts_path.stat().st_mtime:
+    if cache is not None and outputs_fresh([cache], [cuts_path]):
         return FrameSet.load(cache)
     cuts = load_manifest(cuts_path)
     frames, report = FrameSet.from_cuts(cuts, Cmvn(compute_cmvn_stats(cuts), mode="speaker"))

@@ -291,7 +291,6 @@ def teacher(ctx: Context) -> None:
     if ctx.done(out):
         return
     s, d = ctx.s, ctx.data
-    t0 = time.time()
     torch.manual_seed(ctx.args.seed)
     model = M.mlp(s["teacher_hidden"], s["input_dropout"], s["hidden_dropout"])
     cfg = ctx.train_config(s["teacher_epochs"], "teacher", max_norm=s["max_norm"])
@@ -308,8 +307,8 @@ def teacher(ctx: Context) -> None:
     logits = _all_logits(ctx, model)
     with atomic_path(ctx.exp / "teacher" / "logits.pt") as tmp:
         torch.save(logits, tmp)
-    # A resumed run's history counts the epochs trained before the interruption too.
-    wall = max(hist.wall_s, t_trained - t0) + time.time() - t_trained
+    # hist.wall_s counts the epochs trained before an interruption too (a resumed run).
+    wall = hist.wall_s + time.time() - t_trained
     rows = _rows(
         "teacher", logits, {k: d[f"{k}_y"] for k in ("valid", "test")},
         params=M.num_parameters(model), epochs=s["teacher_epochs"], temperature=None, wall_s=round(wall, 1),

@@ -11,6 +11,7 @@ import importlib
 import logging
 import sys
 
+from asr_kd import cpu
 from asr_kd.utils import setup_logging
 
 # name -> (module, one-line help). Order is the pipeline's order.
@@ -58,6 +59,7 @@ def main(argv=None) -> int:
     module.add_arguments(args._parser)
     args = parser.parse_args(argv)
     setup_logging(logging.DEBUG if args.verbose else logging.INFO)
+    logging.getLogger("asr_kd").info(cpu.describe())
     rc = module.run(args)
     return int(rc or 0)
 

@@ -2,6 +2,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+import asr_kd  # noqa: F401  (first: decides MKL's CPU type before torch loads; asr_kd/cpu.py)
 import torch
 
 # Tests share a 2-core machine: keep torch to one thread so files don't fight each other.

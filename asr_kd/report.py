@@ -43,6 +43,10 @@ def row_from_files(system: str, set_name: str, decode_dir: Optional[Path] = None
         s = read_json(summary)
         row.update(parameters=s.get("parameters"), epochs=s.get("epochs_run"), train_wall_s=s.get("wall_s"),
                    stopped_early=s.get("stopped_early"))
+        best = next((h for h in s.get("history", []) if h["epoch"] == s.get("best_epoch")), None)
+        if best is not None:  # the exported model's epoch: how far train and dev accuracy are apart
+            row.update(best_epoch=best["epoch"], train_frame_acc_at_best=round(best["train_frame_accuracy"], 2),
+                       dev_frame_acc_at_best=round(best["dev_frame_accuracy"], 2))
     row.update({k: v for k, v in extra.items() if v is not None})
     return row
 

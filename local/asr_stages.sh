@@ -62,6 +62,12 @@ if stage_on 7; then
     asr-kd gmm labels --cuts data/fbank/${corpus}_cuts_$s.jsonl.gz --ali-dir ${gmm}_ali_$s \
       --out-cuts $senones/${corpus}_cuts_$s.jsonl.gz
   done
+  if [ -n "$speed_perturb" ]; then  # each speed's copy gets its own alignment by the triphone GMM
+    asr-kd gmm align --lang-dir data/lang --cuts data/fbank/${corpus}_cuts_train_sp.jsonl.gz --model-dir $gmm \
+      --out-dir ${gmm}_ali_train_sp
+    asr-kd gmm labels --cuts data/fbank/${corpus}_cuts_train_sp.jsonl.gz --ali-dir ${gmm}_ali_train_sp \
+      --out-cuts $senones/${corpus}_cuts_train_sp.jsonl.gz
+  fi
   asr-kd gmm report --recipe-dir . --model-dirs exp/mono $gmm --align-dirs gmm-tri:dev:${gmm}_ali_dev \
     gmm-tri:test:${gmm}_ali_test --command "$command"
 fi
@@ -77,10 +83,12 @@ if stage_on 8; then
   done
 fi
 
-train_dnn() {  # train_dnn EXP_DIR [asr-kd nnet train options]
+dnn_train=train; [ -z "$speed_perturb" ] || dnn_train=train_sp   # what the DNNs train on
+train_dnn() {  # train_dnn "EXP_DIR..." [asr-kd nnet train options]  (one exp dir per --temperature)
   local dir=$1; shift
-  asr-kd nnet train --cuts $senones/${corpus}_cuts_train.jsonl.gz --dev-cuts $senones/${corpus}_cuts_dev.jsonl.gz \
-    --gmm-dir $gmm --exp-dir $dir --preset $preset --epochs $epochs --frames-cache data/frames/train.pt \
+  # shellcheck disable=SC2086
+  asr-kd nnet train --cuts $senones/${corpus}_cuts_$dnn_train.jsonl.gz --dev-cuts $senones/${corpus}_cuts_dev.jsonl.gz \
+    --gmm-dir $gmm --exp-dir $dir --preset $preset --epochs $epochs --frames-cache data/frames/$dnn_train.pt \
     --no-progress $nnet_opts "$@"
 }
 
@@ -116,10 +124,11 @@ if stage_on 10; then
 fi
 
 if stage_on 11; then
-  log "Stage 11: students distilled from the ensemble at T in {$temperatures}"
+  log "Stage 11: students distilled from the ensemble at T in {$temperatures}, trained together (one teacher pass)"
+  dirs=""; for T in $temperatures; do dirs="$dirs exp/dnn_distilled_T$T"; done
+  train_dnn "$dirs" --seed 101 --teachers $teachers --temperature $temperatures --hard-weight $hard_weight $distill_opts
   for T in $temperatures; do
     dir=exp/dnn_distilled_T$T
-    train_dnn $dir --seed 101 --teachers $teachers --temperature $T --hard-weight $hard_weight $distill_opts
     eval_dnn $dir/eval_test.json test --models $dir/final.pt
     for s in dev test; do decode_set $dir $s $dir/final.pt; done
     report_row "$table1" dnn-distilled-T$T test --decode-dir $dir/decode_test --frame-accuracy $dir/eval_test.json \
@@ -137,13 +146,13 @@ if stage_on 12; then
     --teachers $teachers --temperature $subset_temperature --hard-weight $hard_weight $distill_opts
   for kind in hard soft; do
     dir=exp/dnn_3pct_$kind
-    eval_dnn $dir/eval_train.json train --models $dir/final.pt --subset-fraction $subset_fraction
+    eval_dnn $dir/eval_train.json $dnn_train --models $dir/final.pt --subset-fraction $subset_fraction
     eval_dnn $dir/eval_test.json test --models $dir/final.pt
     report_row "$table5" dnn-3pct-$kind train --frame-accuracy $dir/eval_train.json --summary $dir/summary.json \
       --note "$note5"
     report_row "$table5" dnn-3pct-$kind test --frame-accuracy $dir/eval_test.json
   done
-  eval_dnn exp/dnn_seed1/eval_train.json train --models exp/dnn_seed1/final.pt
+  eval_dnn exp/dnn_seed1/eval_train.json $dnn_train --models exp/dnn_seed1/final.pt
   report_row "$table5" dnn-baseline train --frame-accuracy exp/dnn_seed1/eval_train.json
   report_row "$table5" dnn-baseline test --frame-accuracy exp/dnn_seed1/eval_test.json
 fi

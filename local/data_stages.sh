@@ -26,6 +26,12 @@ fi
 if stage_on 2; then
   log "Stage 2: 40-dim fbank and CMVN stats"
   asr-kd fbank data/manifests data/fbank --corpus $corpus --splits $splits --num-jobs $nj
+  if [ -n "$speed_perturb" ]; then
+    log "Stage 2: speed-perturbed copies of train (factors $speed_perturb) for the DNNs, and their fbank"
+    asr-kd perturb data/manifests/${corpus}_cuts_train.jsonl.gz data/manifests/${corpus}_cuts_train_sp.jsonl.gz \
+      --factors $speed_perturb
+    asr-kd fbank data/manifests data/fbank --corpus $corpus --splits train_sp --num-jobs $nj
+  fi
 fi
 
 if stage_on 3; then

@@ -17,6 +17,7 @@ tri_gauss=10000        # Gaussians of the triphone system
 mono_opts=""           # extra asr-kd gmm mono options (--num-iters, --realign-iters, ...)
 tri_opts=""            # extra asr-kd gmm tri options
 # DNNs and distillation
+speed_perturb=""       # e.g. "0.9 1.0 1.1": the DNNs train on speed-perturbed copies of train, aligned by the GMM
 preset=small           # paper (8x2560), cpu (4x1024), small (3x512), tiny
 epochs=8
 num_teachers=4         # the ensemble; seed 1 is the baseline

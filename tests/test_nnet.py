@@ -160,3 +160,68 @@ def test_label_mismatch_and_missing_labels_are_skipped(corpora, tmp_path):
     fs, report = FrameSet.from_cuts(cuts, Cmvn(compute_cmvn_stats(cuts)), progress=False)
     assert report["cuts"] == 1 and report["length_mismatch"] == [out[1].id] and report["no_labels"] == [out[2].id]
     assert len(fs) == out[0].num_frames
+
+
+def test_mask_window_zeroes_one_band_and_some_frames_per_window():
+    from asr_kd.nnet.train import mask_window
+
+    x = torch.ones(64, 5 * 8)
+    g = torch.Generator().manual_seed(0)
+    y = mask_window(x, 5, freq_mask=3, time_mask=2, generator=g).reshape(64, 5, 8)
+    assert torch.equal(x, torch.ones(64, 40))  # the input is not changed in place
+    zero_bins = (y == 0).all(dim=1)  # [B, D]: bins zeroed over the whole window
+    zero_frames = (y == 0).all(dim=2)  # [B, frames]
+    assert int(zero_bins.sum(1).max()) <= 3 and int(zero_frames.sum(1).max()) <= 2
+    assert zero_bins.any() and zero_frames.any()
+    for row in zero_bins:  # one consecutive band
+        idx = torch.nonzero(row).squeeze(1)
+        assert len(idx) == 0 or int(idx[-1] - idx[0]) == len(idx) - 1
+    again = mask_window(x, 5, 3, 2, torch.Generator().manual_seed(0))
+    assert torch.equal(again.reshape(64, 5, 8), y)
+    assert torch.equal(mask_window(x, 5, 0, 0, g), x)
+
+
+def test_resume_with_dropout_and_masks_equals_an_uninterrupted_run(trained, tmp_path):
+    """Dropout and SpecAugment draw from generators seeded per epoch: stopping after epoch 2 and
+    resuming gives the weights of a run that never stopped."""
+    _, cfg, train_set, dev_set, _ = trained
+    cfg = DnnConfig(**{**cfg.__dict__, "dropout": 0.2})
+    kw = dict(batch_size=64, lr=0.1, seed=4, dtype="fp32", progress=False, patience=0, freq_mask=2, time_mask=1)
+    train(tmp_path / "straight", cfg, TrainConfig(epochs=3, **kw), train_set, dev_set)
+    train(tmp_path / "resumed", cfg, TrainConfig(epochs=2, **kw), train_set, dev_set)
+    (tmp_path / "resumed" / "final.pt").unlink()
+    (tmp_path / "resumed" / "summary.json").unlink()
+    train(tmp_path / "resumed", cfg, TrainConfig(epochs=3, **kw), train_set, dev_set)
+    a = load_model(tmp_path / "straight" / "final.pt").state_dict()
+    b = load_model(tmp_path / "resumed" / "final.pt").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_students_trained_together_share_one_teacher_pass(trained, tmp_path):
+    """Two students (T=2, T=5) trained together equal the same students trained one by one, while
+    the teachers run once per batch instead of once per batch per student."""
+    from asr_kd.nnet.train import train_together
+
+    _, cfg, train_set, dev_set, teachers = trained
+    ens = Ensemble(teachers)
+    calls = []
+    ens.register_forward_hook(lambda *_: calls.append(1))
+    kw = dict(epochs=2, batch_size=64, lr=0.1, seed=11, dtype="fp32", progress=False, patience=0)
+    cfgs = [TrainConfig(temperature=2.0, **kw), TrainConfig(temperature=5.0, hard_weight=0.2, **kw)]
+    together = train_together([tmp_path / "T2", tmp_path / "T5"], cfg, cfgs, train_set, dev_set, teachers=ens)
+    shared_calls = len(calls)
+    batches = sum(1 for _ in frame_batches(len(train_set), 64, 1, 11, labels=train_set.labels))
+    assert shared_calls == 2 * batches
+    calls.clear()
+    alone = [train(tmp_path / "alone0", cfg, TrainConfig(temperature=2.0, **kw), train_set, dev_set, teachers=ens),
+             train(tmp_path / "alone1", cfg, TrainConfig(temperature=5.0, hard_weight=0.2, **kw), train_set, dev_set,
+                   teachers=ens)]
+    assert len(calls) == 2 * shared_calls
+    for name, i in (("T2", 0), ("T5", 1)):
+        a = load_model(tmp_path / name / "final.pt").state_dict()
+        b = load_model(tmp_path / f"alone{i}" / "final.pt").state_dict()
+        assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+        assert together[i]["history"][-1]["dev_frame_accuracy"] == alone[i]["history"][-1]["dev_frame_accuracy"]
+    with pytest.raises(ValueError, match="share batch_size"):
+        train_together([tmp_path / "x", tmp_path / "y"], cfg, [TrainConfig(batch_size=32), TrainConfig(batch_size=64)],
+                       train_set, dev_set)

@@ -6,6 +6,9 @@
     # a student distilled from K teachers at temperature T
     asr-kd nnet train --cuts ... --gmm-dir exp/tri1 --exp-dir exp/dnn_distilled_T2 --preset cpu \\
         --teachers exp/dnn_seed{1,2,3,4}/final.pt --temperature 2 --hard-weight 0.5
+    # several students at once (one per temperature): the teachers run once per batch for all
+    asr-kd nnet train ... --teachers exp/dnn_seed{1,2,3,4}/final.pt --temperature 2 5 \
+        --exp-dir exp/dnn_distilled_T2 exp/dnn_distilled_T5
     # frame accuracy of a model, or of an ensemble (several models)
     asr-kd nnet eval --models exp/dnn_seed*/final.pt --cuts data/senones/X_cuts_test.jsonl.gz --out exp/x.json
 
@@ -34,18 +37,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("train", help="train a DNN on hard labels, or distill one from teachers", formatter_class=fmt)
     p.add_argument("--cuts", type=Path, required=True, help="training cuts with fbank and 'senone' labels")
     p.add_argument("--gmm-dir", type=Path, required=True, help="the GMM system that made the labels (priors, tree)")
-    p.add_argument("--exp-dir", type=Path, required=True)
+    p.add_argument("--exp-dir", type=Path, nargs="+", required=True,
+                   help="where the model goes; one per --temperature when several are given")
     p.add_argument("--frames-cache", type=Path, help="cache of the loaded frames (speeds up later runs)")
     p.add_argument("--preset", default="cpu", help="paper, cpu, small, tiny")
     p.add_argument("--hidden-layers", type=int)
     p.add_argument("--hidden-dim", type=int)
     p.add_argument("--left-context", type=int)
     p.add_argument("--right-context", type=int)
+    p.add_argument("--dropout", type=float, help="dropout after each hidden layer (default: the preset's, 0)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay of the optimizer")
+    p.add_argument("--freq-mask", type=int, default=0,
+                   help="SpecAugment: zero up to this many consecutive mel bins of each training window (0 = off)")
+    p.add_argument("--time-mask", type=int, default=0,
+                   help="SpecAugment: zero up to this many consecutive frames of each training window (0 = off)")
     p.add_argument("--patience", type=int, default=3, help="early stopping (epochs without dev improvement; 0 = off)")
     p.add_argument("--max-frames-per-epoch", type=int, default=0)
     p.add_argument("--grad-clip", type=float, default=0.0, help="clip the gradient's L2 norm to this (0 = off)")
@@ -59,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--subset-fraction", type=float, default=1.0, help="train on this fraction of utterances")
     p.add_argument("--subset-seed", type=int, default=0)
     p.add_argument("--teachers", type=Path, nargs="*", default=[], help="teacher final.pt files: distillation")
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, nargs="+", default=[1.0],
+                   help="distillation temperature; several train one student each, sharing the teachers' pass")
     p.add_argument("--hard-weight", type=float, default=0.5)
     p.add_argument("--soft-weight", type=float, default=1.0)
     p.add_argument("--ensemble-method", choices=["arithmetic", "geometric"], default="arithmetic")
@@ -115,7 +126,7 @@ def _splits(frames, dev_fraction, dev_seed, subset_fraction, subset_seed):
 
 def run(args) -> int:
     from asr_kd.nnet.model import DnnConfig, Ensemble, load_model
-    from asr_kd.nnet.train import TrainConfig, frame_accuracy_of, train
+    from asr_kd.nnet.train import TrainConfig, frame_accuracy_of, train_together
 
     if args.nnet_step == "eval" and args.out.exists() and not args.force:
         log.info(f"{args.out} exists; skipping (use --force to redo)")
@@ -149,15 +160,20 @@ def run(args) -> int:
     train_set = frames.subset(train_utts)
     model_cfg = DnnConfig.from_preset(
         args.preset, num_senones=priors["num_pdfs"], feat_dim=frames.feat_dim, hidden_layers=args.hidden_layers,
-        hidden_dim=args.hidden_dim, left_context=args.left_context, right_context=args.right_context)
+        hidden_dim=args.hidden_dim, left_context=args.left_context, right_context=args.right_context,
+        dropout=args.dropout)
     if int(frames.labels.max()) >= model_cfg.num_senones:
         raise ValueError(f"labels go up to {int(frames.labels.max())} but {args.gmm_dir} has {model_cfg.num_senones} senones")
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-                      momentum=args.momentum, patience=args.patience, seed=args.seed, dtype=args.dtype,
-                      device=args.device, max_frames_per_epoch=args.max_frames_per_epoch, grad_clip=args.grad_clip,
-                      temperature=args.temperature, hard_weight=args.hard_weight, soft_weight=args.soft_weight,
-                      ensemble_method=args.ensemble_method, logit_matching=args.logit_matching,
-                      progress=not args.no_progress)
+    if len(args.exp_dir) != len(args.temperature):
+        raise ValueError(f"{len(args.exp_dir)} --exp-dir for {len(args.temperature)} --temperature values: "
+                         "give one exp dir per temperature")
+    cfgs = [TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+                        momentum=args.momentum, weight_decay=args.weight_decay, patience=args.patience, seed=args.seed,
+                        dtype=args.dtype, device=args.device, max_frames_per_epoch=args.max_frames_per_epoch,
+                        grad_clip=args.grad_clip, freq_mask=args.freq_mask, time_mask=args.time_mask,
+                        temperature=t, hard_weight=args.hard_weight, soft_weight=args.soft_weight,
+                        ensemble_method=args.ensemble_method, logit_matching=args.logit_matching,
+                        progress=not args.no_progress) for t in args.temperature]
     teachers = Ensemble([load_model(p, args.device) for p in args.teachers]) if args.teachers else None
     from lhotse import load_manifest_lazy
 
@@ -166,7 +182,8 @@ def run(args) -> int:
             "sampling_rate": first.sampling_rate, "feature": "fbank-40", "train_cuts": str(args.cuts),
             "teachers": [str(p) for p in args.teachers], "seed": args.seed}
     t0 = time.time()
-    summary = train(args.exp_dir, model_cfg, cfg, train_set, dev_set, teachers, meta)
-    log.info(f"{args.exp_dir}: best dev frame accuracy {summary['best_dev_frame_accuracy']:.2f}% "
-             f"(epoch {summary['best_epoch']}) in {time.time() - t0:.0f} s")
+    summaries = train_together(args.exp_dir, model_cfg, cfgs, train_set, dev_set, teachers, meta)
+    for exp_dir, summary in zip(args.exp_dir, summaries):
+        log.info(f"{exp_dir}: best dev frame accuracy {summary['best_dev_frame_accuracy']:.2f}% "
+                 f"(epoch {summary['best_epoch']}) in {time.time() - t0:.0f} s")
     return 0

@@ -23,7 +23,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +51,11 @@ class TrainConfig:
     dtype: str = "auto"  # bf16 where the hardware has fast bf16, else fp32 (or force either)
     device: str = "cpu"
     max_frames_per_epoch: int = 0  # 0 = every frame each epoch
+    # SpecAugment-style masking of the student's input window (0 = off): per frame, up to
+    # ``freq_mask`` consecutive mel bins of the whole window and up to ``time_mask`` of its frames
+    # are set to 0 (the CMVN mean). Teachers always see the clean window.
+    freq_mask: int = 0
+    time_mask: int = 0
     # Clip the gradient's L2 norm (0 = off). The T^2-scaled soft term's gradient grows with T
     # (T (q - p) per frame); with SGD at a hard-label learning rate a student at T >= 5 can diverge.
     grad_clip: float = 0.0
@@ -61,6 +66,22 @@ class TrainConfig:
     ensemble_method: str = "arithmetic"
     logit_matching: bool = False
     progress: bool = True
+
+
+def mask_window(x: torch.Tensor, frames: int, freq_mask: int, time_mask: int, generator: torch.Generator):
+    """SpecAugment on spliced inputs [B, frames * D]: one band of 0..freq_mask mel bins over all
+    frames of each window, and 0..time_mask consecutive frames of it, zeroed (a new copy)."""
+    b = x.shape[0]
+    x = x.reshape(b, frames, -1).clone()
+    for width, axis, size in ((freq_mask, 2, x.shape[2]), (time_mask, 1, frames)):
+        if width <= 0:
+            continue
+        w = torch.randint(0, min(width, size) + 1, (b, 1), generator=generator)
+        start = (torch.rand(b, 1, generator=generator) * (size - w + 1)).long()
+        pos = torch.arange(size)[None, :]
+        band = (pos >= start) & (pos < start + w)  # [B, size]
+        x.masked_fill_(band[:, None, :] if axis == 2 else band[:, :, None], 0.0)
+    return x.reshape(b, -1)
 
 
 def distributed() -> tuple:
@@ -117,6 +138,220 @@ def _latest_checkpoint(exp_dir: Path) -> Optional[Path]:
     return ckpts[-1] if ckpts else None
 
 
+class _Run:
+    """One model being trained in ``exp_dir``: its optimizer, learning-rate schedule, early
+    stopping, history and per-epoch checkpoints (resumed from the latest one)."""
+
+    def __init__(self, exp_dir: Path, model_cfg: DnnConfig, cfg: TrainConfig, rank: int, world: int):
+        self.exp_dir, self.cfg, self.rank, self.world = exp_dir, cfg, rank, world
+        if rank == 0:
+            exp_dir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.seed)
+        cfg.dtype = resolve_dtype(cfg.dtype, cfg.device)
+        self.model = Dnn(model_cfg).to(cfg.device)
+        self.opt = _make_optimizer(self.model, cfg)
+        self.history: List[dict] = []
+        self.start_epoch, self.lr, self.best_acc, self.best_epoch, self.bad_epochs = 1, cfg.lr, -1.0, 0, 0
+        ckpt = _latest_checkpoint(exp_dir)
+        if ckpt is not None:
+            state = torch.load(ckpt, map_location=cfg.device)
+            self.model.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["optimizer"])
+            self.history = state["history"]
+            self.start_epoch = state["epoch"] + 1
+            self.lr, self.best_acc = state["lr"], state["best_acc"]
+            self.best_epoch, self.bad_epochs = state["best_epoch"], state["bad_epochs"]
+            log.info(f"resuming {exp_dir} after epoch {state['epoch']} (best dev {self.best_acc:.2f}% "
+                     f"at epoch {self.best_epoch})")
+        self.net = torch.nn.parallel.DistributedDataParallel(self.model) if world > 1 else self.model
+
+    def stopped_early(self) -> bool:
+        return bool(self.cfg.patience and self.bad_epochs >= self.cfg.patience)
+
+    def trains_in(self, epoch: int) -> bool:
+        return self.start_epoch <= epoch <= self.cfg.epochs and not self.stopped_early()
+
+    def begin_epoch(self) -> None:
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr
+        self.model.train()
+        self.loss_sum, self.frames, self.correct, self.clipped, self.steps, self.step_s = 0.0, 0, 0, 0, 0, 0.0
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, t_logits: Optional[torch.Tensor], epoch: int, b: int) -> None:
+        """One update on a batch; ``t_logits`` [K, B, S] are the teachers' (shared by every student)."""
+        cfg = self.cfg
+        t0 = time.time()
+        with autocast(cfg.device, cfg.dtype):
+            logits = self.net(x)
+        logits = logits.float()
+        if t_logits is None:
+            loss = F.cross_entropy(logits, y)
+        elif cfg.logit_matching:
+            loss = distillation_loss(logits, None, y, cfg.temperature, cfg.hard_weight, cfg.soft_weight,
+                                     teacher_logits=t_logits.mean(0), logit_matching=True)
+        else:
+            soft = ensemble_probs(t_logits, cfg.temperature, cfg.ensemble_method)
+            loss = distillation_loss(logits, soft, y, cfg.temperature, cfg.hard_weight, cfg.soft_weight)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{self.exp_dir}: loss is {loss.item()} at epoch {epoch}, batch {b}; lower the "
+                                     f"learning rate (last checkpoint: {_latest_checkpoint(self.exp_dir)})")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.clipped += int(norm > cfg.grad_clip)
+        self.opt.step()
+        self.loss_sum += loss.item() * len(y)
+        self.frames += len(y)
+        self.correct += int((logits.argmax(-1) == y).sum())
+        self.steps += 1
+        self.step_s += time.time() - t0
+
+    def end_epoch(self, epoch: int, dev_set: FrameSet, wall: float, teacher_s: float) -> None:
+        """Dev accuracy, newbob halving, early-stopping count, best model and checkpoint."""
+        cfg = self.cfg
+        dev_acc = frame_accuracy_of(self.model, dev_set, cfg.device, cfg.dtype)
+        improved = dev_acc > self.best_acc
+        record = {"epoch": epoch, "lr": self.lr, "train_loss": self.loss_sum / max(self.frames, 1),
+                  "train_frame_accuracy": 100.0 * self.correct / max(self.frames, 1), "dev_frame_accuracy": dev_acc,
+                  "frames": self.frames * self.world, "wall_s": round(wall, 2),
+                  "frames_per_s": round(self.frames * self.world / max(wall, 1e-9), 1)}
+        if teacher_s:  # the teachers' share of the epoch (one pass, shared by every student trained with it)
+            record["teacher_s"] = round(teacher_s, 2)
+            record["student_s"] = round(self.step_s, 2)
+        if cfg.grad_clip:
+            record["clipped_pct"] = round(100.0 * self.clipped / max(self.steps, 1), 1)
+        self.history.append(record)
+        log.info(f"{self.exp_dir.name} epoch {epoch}: loss {record['train_loss']:.4f}, train acc "
+                 f"{record['train_frame_accuracy']:.2f}%, dev acc {dev_acc:.2f}%, lr {self.lr:g}, "
+                 f"{record['frames_per_s']:.0f} frames/s"
+                 + (f", {record['clipped_pct']:g}% of steps clipped" if cfg.grad_clip else ""))
+        if dev_acc - self.best_acc < cfg.newbob_threshold and epoch > 1:
+            self.lr /= 2
+        if improved:
+            self.best_acc, self.best_epoch, self.bad_epochs = dev_acc, epoch, 0
+            if self.rank == 0:
+                with atomic_path(self.exp_dir / "best.pt") as tmp:
+                    torch.save(self.model.state_dict(), tmp)
+        else:
+            self.bad_epochs += 1
+        if self.rank == 0:
+            with atomic_path(self.exp_dir / f"epoch-{epoch}.pt") as tmp:
+                torch.save({"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                            "history": self.history, "epoch": epoch, "lr": self.lr, "best_acc": self.best_acc,
+                            "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}, tmp)
+            for old in self.exp_dir.glob("epoch-*.pt"):  # keep the last two
+                if int(old.stem.split("-")[1]) < epoch - 1:
+                    old.unlink()
+
+    def finish(self, model_cfg: DnnConfig, train_set: FrameSet, dev_set: FrameSet, teachers, meta) -> dict:
+        """Export the best epoch as final.pt with summary.json."""
+        summary = {
+            "best_epoch": self.best_epoch,
+            "best_dev_frame_accuracy": self.best_acc,
+            "epochs_run": len(self.history),
+            "stopped_early": self.stopped_early(),
+            "parameters": self.model.num_parameters(),
+            "model": asdict(model_cfg),
+            "train": asdict(self.cfg),
+            "distilled": teachers is not None,
+            "num_teachers": len(teachers.members) if teachers is not None else 0,
+            "train_frames": len(train_set),
+            "dev_frames": len(dev_set),
+            "history": self.history,
+            "wall_s": round(sum(h["wall_s"] for h in self.history), 1),
+        }
+        if self.rank == 0:
+            self.model.load_state_dict(torch.load(self.exp_dir / "best.pt"))
+            save_model(self.exp_dir / "final.pt", self.model, meta)
+            write_json(self.exp_dir / "summary.json", summary)
+        return summary
+
+
+# Settings that must agree between models trained together: they see the same batches and masks.
+SHARED_SETTINGS = ("batch_size", "seed", "max_frames_per_epoch", "freq_mask", "time_mask", "device", "progress")
+
+
+def train_together(
+    exp_dirs: Sequence[Pathlike],
+    model_cfg: DnnConfig,
+    cfgs: Sequence[TrainConfig],
+    train_set: FrameSet,
+    dev_set: FrameSet,
+    teachers: Optional[Ensemble] = None,
+    meta: Optional[dict] = None,
+) -> List[dict]:
+    """Train (or resume) several models of one shape on the same batches, e.g. students distilled
+    at several temperatures: the teachers' forward pass, the costly part of distillation, runs
+    once per batch for all of them. Each model keeps its own optimizer, schedule, early stopping
+    and ``exp_dir``; a finished one (``final.pt`` and ``summary.json`` there) is skipped."""
+    if len(exp_dirs) != len(cfgs) or not cfgs:
+        raise ValueError(f"{len(exp_dirs)} exp dirs for {len(cfgs)} training configs")
+    for name in SHARED_SETTINGS:
+        if len({getattr(c, name) for c in cfgs}) > 1:
+            raise ValueError(f"models trained together must share {name}: {[getattr(c, name) for c in cfgs]}")
+    exp_dirs = [Path(d) for d in exp_dirs]
+    summaries: List[Optional[dict]] = [None] * len(cfgs)
+    todo = []
+    for i, d in enumerate(exp_dirs):
+        if (d / "final.pt").exists() and (d / "summary.json").exists():
+            log.info(f"{d / 'final.pt'} exists; skipping training")
+            summaries[i] = read_json(d / "summary.json")
+        else:
+            todo.append(i)
+    if not todo:
+        return summaries
+    rank, world = distributed()
+    cfg0 = cfgs[todo[0]]
+    device = cfg0.device
+    runs = {i: _Run(exp_dirs[i], model_cfg, cfgs[i], rank, world) for i in todo}
+    if teachers is not None:
+        teachers = teachers.to(device).eval()
+        for p in teachers.parameters():
+            p.requires_grad_(False)
+        if (teachers.cfg.left_context, teachers.cfg.right_context) != (model_cfg.left_context, model_cfg.right_context):
+            raise ValueError("teachers and student must see the same context window")
+        teacher_dtype = resolve_dtype(cfg0.dtype, device)
+    left, right = model_cfg.left_context, model_cfg.right_context
+    augment = cfg0.freq_mask > 0 or cfg0.time_mask > 0
+    name = exp_dirs[todo[0]].name + (f" (+{len(todo) - 1})" if len(todo) > 1 else "")
+    for epoch in range(1, max(c.epochs for c in cfgs) + 1):
+        active = [r for r in runs.values() if r.trains_in(epoch)]
+        if not active:
+            continue
+        # Seeded per epoch (dropout, masks), so a run resumed after epoch k equals an uninterrupted one.
+        torch.manual_seed(cfg0.seed * 100003 + epoch)
+        mask_rng = torch.Generator().manual_seed(cfg0.seed * 100003 + epoch + rank * 7919)
+        for r in active:
+            r.begin_epoch()
+        t0 = time.time()
+        teacher_s = 0.0
+        batches = list(frame_batches(len(train_set), cfg0.batch_size, epoch, cfg0.seed, rank, world, train_set.labels))
+        if cfg0.max_frames_per_epoch:
+            batches = batches[: max(1, cfg0.max_frames_per_epoch // (cfg0.batch_size * world))]
+        bar = tqdm(batches, desc=f"{name} epoch {epoch}", unit="batch", disable=not (cfg0.progress and rank == 0),
+                   mininterval=5)
+        for b, idx in enumerate(bar):
+            x = train_set.splice(idx, left, right).to(device)
+            y = train_set.labels[idx].to(device)
+            t_logits = None
+            if teachers is not None:
+                t1 = time.time()
+                with torch.no_grad(), autocast(device, teacher_dtype):
+                    t_logits = teachers(x).float()  # teachers see the clean window
+                teacher_s += time.time() - t1
+            if augment:
+                x = mask_window(x, left + 1 + right, cfg0.freq_mask, cfg0.time_mask, mask_rng)
+            for r in active:
+                r.step(x, y, t_logits, epoch, b)
+        wall = time.time() - t0
+        for r in active:
+            r.end_epoch(epoch, dev_set, wall, teacher_s)
+    for i, r in runs.items():
+        summaries[i] = r.finish(model_cfg, train_set, dev_set, teachers, meta)
+    return summaries
+
+
 def train(
     exp_dir: Pathlike,
     model_cfg: DnnConfig,
@@ -127,134 +362,4 @@ def train(
     meta: Optional[dict] = None,
 ) -> dict:
     """Train (or resume) in ``exp_dir``; returns the summary also written to ``summary.json``."""
-    exp_dir = Path(exp_dir)
-    final = exp_dir / "final.pt"
-    if final.exists() and (exp_dir / "summary.json").exists():
-        log.info(f"{final} exists; skipping training")
-        return read_json(exp_dir / "summary.json")
-    rank, world = distributed()
-    device = cfg.device
-    if rank == 0:
-        exp_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    cfg.dtype = resolve_dtype(cfg.dtype, device)
-    model = Dnn(model_cfg).to(device)
-    opt = _make_optimizer(model, cfg)
-    history: List[dict] = []
-    start_epoch, lr, best_acc, best_epoch, bad_epochs = 1, cfg.lr, -1.0, 0, 0
-    ckpt = _latest_checkpoint(exp_dir)
-    if ckpt is not None:
-        state = torch.load(ckpt, map_location=device)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        history = state["history"]
-        start_epoch = state["epoch"] + 1
-        lr, best_acc, best_epoch, bad_epochs = state["lr"], state["best_acc"], state["best_epoch"], state["bad_epochs"]
-        log.info(f"resuming {exp_dir} after epoch {state['epoch']} (best dev {best_acc:.2f}% at epoch {best_epoch})")
-    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    if teachers is not None:
-        teachers = teachers.to(device).eval()
-        for p in teachers.parameters():
-            p.requires_grad_(False)
-        if (teachers.cfg.left_context, teachers.cfg.right_context) != (model_cfg.left_context, model_cfg.right_context):
-            raise ValueError("teachers and student must see the same context window")
-    left, right = model_cfg.left_context, model_cfg.right_context
-    stopped_early = False
-    for epoch in range(start_epoch, cfg.epochs + 1):
-        if cfg.patience and bad_epochs >= cfg.patience:
-            stopped_early = True
-            break
-        for g in opt.param_groups:
-            g["lr"] = lr
-        model.train()
-        t0 = time.time()
-        total_loss, total_frames, correct, clipped = 0.0, 0, 0, 0
-        batches = list(frame_batches(len(train_set), cfg.batch_size, epoch, cfg.seed, rank, world, train_set.labels))
-        if cfg.max_frames_per_epoch:
-            batches = batches[: max(1, cfg.max_frames_per_epoch // (cfg.batch_size * world))]
-        bar = tqdm(batches, desc=f"{exp_dir.name} epoch {epoch}", unit="batch", disable=not (cfg.progress and rank == 0),
-                   mininterval=5)
-        for b, idx in enumerate(bar):
-            x = train_set.splice(idx, left, right).to(device)
-            y = train_set.labels[idx].to(device)
-            with autocast(device, cfg.dtype):
-                soft = teacher_logits = None
-                if teachers is not None:
-                    with torch.no_grad():
-                        t_logits = teachers(x).float()
-                    if cfg.logit_matching:
-                        teacher_logits = t_logits.mean(0)
-                    else:
-                        soft = ensemble_probs(t_logits, cfg.temperature, cfg.ensemble_method)
-                logits = net(x)
-            logits = logits.float()
-            if teachers is None:
-                loss = F.cross_entropy(logits, y)
-            else:
-                loss = distillation_loss(logits, soft, y, cfg.temperature, cfg.hard_weight, cfg.soft_weight,
-                                         teacher_logits=teacher_logits, logit_matching=cfg.logit_matching)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{exp_dir}: loss is {loss.item()} at epoch {epoch}, batch {b}; "
-                                         f"lower the learning rate (last checkpoint: {_latest_checkpoint(exp_dir)})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                clipped += int(norm > cfg.grad_clip)
-            opt.step()
-            total_loss += loss.item() * len(idx)
-            total_frames += len(idx)
-            correct += int((logits.argmax(-1) == y).sum())
-        wall = time.time() - t0
-        dev_acc = frame_accuracy_of(model, dev_set, device, cfg.dtype)
-        improved = dev_acc > best_acc
-        record = {"epoch": epoch, "lr": lr, "train_loss": total_loss / max(total_frames, 1),
-                  "train_frame_accuracy": 100.0 * correct / max(total_frames, 1), "dev_frame_accuracy": dev_acc,
-                  "frames": total_frames * world, "wall_s": round(wall, 2),
-                  "frames_per_s": round(total_frames * world / max(wall, 1e-9), 1)}
-        if cfg.grad_clip:
-            record["clipped_pct"] = round(100.0 * clipped / max(len(batches), 1), 1)
-        history.append(record)
-        log.info(f"{exp_dir.name} epoch {epoch}: loss {record['train_loss']:.4f}, train acc "
-                 f"{record['train_frame_accuracy']:.2f}%, dev acc {dev_acc:.2f}%, lr {lr:g}, "
-                 f"{record['frames_per_s']:.0f} frames/s"
-                 + (f", {record['clipped_pct']:g}% of steps clipped" if cfg.grad_clip else ""))
-        if dev_acc - best_acc < cfg.newbob_threshold and epoch > 1:
-            lr /= 2
-        if improved:
-            best_acc, best_epoch, bad_epochs = dev_acc, epoch, 0
-            if rank == 0:
-                with atomic_path(exp_dir / "best.pt") as tmp:
-                    torch.save(model.state_dict(), tmp)
-        else:
-            bad_epochs += 1
-        if rank == 0:
-            with atomic_path(exp_dir / f"epoch-{epoch}.pt") as tmp:
-                torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "history": history,
-                            "epoch": epoch, "lr": lr, "best_acc": best_acc, "best_epoch": best_epoch,
-                            "bad_epochs": bad_epochs}, tmp)
-            for old in exp_dir.glob("epoch-*.pt"):  # keep the last two
-                if int(old.stem.split("-")[1]) < epoch - 1:
-                    old.unlink()
-    if cfg.patience and bad_epochs >= cfg.patience:
-        stopped_early = True
-    summary = {
-        "best_epoch": best_epoch,
-        "best_dev_frame_accuracy": best_acc,
-        "epochs_run": len(history),
-        "stopped_early": stopped_early,
-        "parameters": model.num_parameters(),
-        "model": asdict(model_cfg),
-        "train": asdict(cfg),
-        "distilled": teachers is not None,
-        "num_teachers": len(teachers.members) if teachers is not None else 0,
-        "train_frames": len(train_set),
-        "dev_frames": len(dev_set),
-        "history": history,
-        "wall_s": round(sum(h["wall_s"] for h in history), 1),
-    }
-    if rank == 0:
-        model.load_state_dict(torch.load(exp_dir / "best.pt"))
-        save_model(final, model, meta)
-        write_json(exp_dir / "summary.json", summary)
-    return summary
+    return train_together([exp_dir], model_cfg, [cfg], train_set, dev_set, teachers, meta)[0]

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# DNN training choices, made on dev: trains one DNN per configuration on the training senone labels
+# (early stopping on dev), decodes dev over the LM-weight grid and writes one row each to RESULTS.md
+# ("DNN training choices (dev)"): dev WER, dev frame accuracy, and the train accuracy of the same
+# epoch (the train/dev gap says how much the net overfits). Test is not looked at.
+# Run from a recipe directory after its stage 7 (senone labels of train and dev):
+#   ../../local/tune_dnn.sh [--configs "name=options;name=options"] [--preset small] [--jobs 2]
+# Configurations are separated by ';', e.g.
+#   --configs "base=;drop0.2=--dropout 0.2;specaug=--freq-mask 10 --time-mask 4"
+set -euo pipefail
+cmdline=../../local/tune_dnn.sh; [ $# -eq 0 ] || cmdline+=$(printf " %q" "$@")
+. ../../local/defaults.sh
+corpus=$(basename "$(pwd)")
+preset=small
+configs="base=;dropout0.2=--dropout 0.2;specaug=--freq-mask 10 --time-mask 4"
+common_opts="--optimizer adam --lr 0.002 --epochs 12 --patience 2 --batch-size 256"  # every configuration's
+jobs=1                 # configurations trained at once (each with one torch thread when > 1)
+decode_opts="--max-active 3000"
+gmm=exp/tri1
+. ../../local/parse_options.sh
+. ../../local/path.sh
+
+G=data/lm/G_${lm_order}gram.fst
+table="DNN training choices (dev)"
+note="One DNN per configuration ($preset preset unless the options say otherwise; common options: $common_opts), trained on all training frames with early stopping on dev, decoded on dev at dev's best LM weight and word insertion penalty. train/dev_frame_acc_at_best: the exported epoch's accuracy on the training frames it saw (with any augmentation) and on dev. The recipe's DNN options are picked from this table (dev only; test is not looked at)."
+mkdir -p data/frames exp/tune_dnn
+
+tune_one() {  # tune_one NAME OPTIONS...
+  local name=$1; shift
+  local dir=exp/tune_dnn/$name
+  log "DNN configuration $name: $* -> $dir"
+  asr-kd nnet train --cuts data/senones/${corpus}_cuts_train.jsonl.gz --dev-cuts data/senones/${corpus}_cuts_dev.jsonl.gz \
+    --gmm-dir $gmm --exp-dir $dir --preset $preset --frames-cache data/frames/train.pt --no-progress \
+    $common_opts "$@" > $dir.log 2>&1
+  asr-kd decode --model $dir/final.pt --lang-dir data/lang --lm $G --cuts data/fbank/${corpus}_cuts_dev.jsonl.gz \
+    --out-dir $dir/decode_dev --lm-weights $lm_weights --word-ins-penalties $word_ins_penalties $decode_opts \
+    >> $dir.log 2>&1
+  asr-kd report --table "$table" --system "dnn-$name" --set dev --note "$note" \
+    --command "cd recipes/$corpus && $cmdline" --decode-dir $dir/decode_dev --summary $dir/summary.json \
+    --field "options=${*:-(none)}" preset=$preset
+}
+
+# Parallel jobs may both build data/frames/train.pt the first time; it is written atomically.
+IFS=';' read -ra entries <<< "$configs"
+[ "$jobs" -gt 1 ] && export OMP_NUM_THREADS=1
+running=0
+for entry in "${entries[@]}"; do
+  name=${entry%%=*} opts=${entry#*=}
+  # shellcheck disable=SC2086
+  tune_one "$name" $opts &
+  running=$((running + 1))
+  if [ "$running" -ge "$jobs" ]; then wait -n; running=$((running - 1)); fi
+done
+wait

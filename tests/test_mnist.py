@@ -235,3 +235,24 @@ def test_quick_run_end_to_end(corpora, tmp_path):
     before = {p: p.stat().st_mtime_ns for p in exp.rglob("*.pt")}
     assert main(["mnist", "all", *common]) == 0
     assert {p: p.stat().st_mtime_ns for p in exp.rglob("*.pt")} == before
+
+
+def test_python_step_matches_the_command(corpora, tmp_path):
+    """A step called from Python with a config gives the numbers of the same command."""
+    from asr_kd.cli import main
+    from asr_kd.vision.mnist_steps import MnistConfig, baseline
+
+    sizes = dict(train_limit=500, valid_size=200, test_limit=300, student_epochs=1)
+    flags = [w for k, v in sizes.items() for w in ("--" + k.replace("_", "-"), str(v))]
+    cli = tmp_path / "cli"
+    assert main(["mnist", "baseline", "--quick", "--exp-dir", str(cli), "--results-dir", str(cli),
+                 "--mnist-dir", str(corpora / "mnist"), "--no-progress", *flags]) == 0
+    cfg = MnistConfig.quick(exp_dir=tmp_path / "py", results_dir=tmp_path / "py", mnist_dir=corpora / "mnist",
+                            no_progress=True, **sizes)
+    rows = baseline(cfg, command="python")
+    by_cli = {r["set"]: r for r in json.loads((cli / "results.json").read_text())["rows"]}
+    assert [(r["set"], r["errors"], r["n"]) for r in rows] == [
+        (s, by_cli[s]["errors"], by_cli[s]["n"]) for s in ("dev", "test")]
+    command = by_cli["test"]["command"]
+    assert command.startswith("asr-kd mnist baseline --exp-dir") and "--student-epochs 1" in command
+    assert json.loads((tmp_path / "py" / "results.json").read_text())["rows"][0]["command"] == "python"

@@ -267,3 +267,23 @@ def test_quick_pipeline_on_fake_data(tmp_path, monkeypatch):
     mtime = (exp / "generalist" / "logits.pt").stat().st_mtime
     assert main(["specialists", "generalist", *common]) == 0
     assert (exp / "generalist" / "logits.pt").stat().st_mtime == mtime
+
+
+def test_flags_come_from_the_config():
+    """Each flag's default is its config field's; --quick replaces the sizes given with it; the
+    command written in the rows lists the options that differ from their defaults."""
+    import argparse
+
+    from asr_kd.vision import specialists_cli
+    from asr_kd.vision.specialist_steps import SpecialistsConfig
+
+    parser = argparse.ArgumentParser()
+    specialists_cli.add_arguments(parser)
+    args = parser.parse_args(["generalist"])
+    assert specialists_cli.config(args) == SpecialistsConfig()
+    args = parser.parse_args(["combine", "--quick", "--width", "4", "--top-n-candidates", "1,2", "--raw-columns"])
+    cfg = specialists_cli.config(args)
+    assert cfg.width == 8 and cfg.kl_steps == 100 and cfg.top_n_candidates == (1, 2) and cfg.raw_columns
+    assert cfg == SpecialistsConfig.quick(width=8, top_n_candidates=(1, 2), raw_columns=True)
+    assert specialists_cli.command_line(["asr-kd", "specialists", "combine"], args, specialists_cli.FLAGS) == (
+        "asr-kd specialists combine --quick --width 4 --raw-columns --top-n-candidates 1,2")

@@ -125,13 +125,20 @@ class FrameSet:
             speakers=[self.speakers[i] for i in utterances],
         )
 
-    def save(self, path: Pathlike) -> None:
+    def save(self, path: Pathlike, source: Optional[str] = None) -> None:
+        """Saved with the manifest it was read from (``source``), which :meth:`load` can check."""
         with atomic_path(path) as tmp:
-            torch.save(self.__dict__, tmp)
+            torch.save({**self.__dict__, "source": source}, tmp)
 
     @classmethod
-    def load(cls, path: Pathlike) -> "FrameSet":
-        return cls(**torch.load(path))
+    def load(cls, path: Pathlike, source: Optional[str] = None) -> Optional["FrameSet"]:
+        """The saved set; None when ``source`` is given and is not the manifest it was read from
+        (a cache written for another manifest, or before caches recorded theirs)."""
+        d = torch.load(path)
+        saved = d.pop("source", None)
+        if source is not None and saved != source:
+            return None
+        return cls(**d)
 
 
 def split_by_speaker(frames: FrameSet, dev_fraction: float, seed: int = 0) -> Tuple[List[int], List[int]]:
@@ -163,13 +170,15 @@ def frame_batches(
     labels: Optional[torch.Tensor] = None,
 ) -> Iterator[torch.Tensor]:
     """Shuffled frame indices for one epoch, the same permutation on every rank, each rank taking
-    its own stride of it; every rank yields the same number of batches (DDP needs that).
+    every ``world_size``-th index of it; every rank yields the same number of batches (DDP needs
+    that). The ranks' i-th batches together are the i-th batch of one process with a batch
+    ``world_size`` times larger, so N ranks train the model that one process would (to rounding).
     Unlabelled frames (label -1) are left out when ``labels`` is given."""
     g = torch.Generator().manual_seed(seed * 100003 + epoch)
     perm = torch.randperm(num_frames, generator=g)
     if labels is not None:
         perm = perm[labels[perm] >= 0]
     per_rank = len(perm) // world_size
-    mine = perm[rank * per_rank : (rank + 1) * per_rank] if world_size > 1 else perm
+    mine = perm[rank::world_size][:per_rank] if world_size > 1 else perm
     for i in range(0, per_rank, batch_size):
         yield mine[i : i + batch_size]

@@ -3,16 +3,27 @@
 Each subcommand lives in the module that does the work; that module exposes
 ``add_arguments(parser)`` and ``run(args)``. Modules are imported only when their command runs,
 so ``asr-kd --help`` stays fast and a broken optional stack (e.g. k2) breaks only its commands.
+
+A user error (a missing, truncated or corrupt file, a bad value: see :data:`USER_ERRORS`) prints
+one line ``asr-kd <command>: error: <message>`` and exits 1; ``asr-kd -v`` shows its traceback.
+Any other exception is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
 import argparse
+import gzip
 import importlib
 import logging
 import sys
+import zlib
 
 from asr_kd import cpu
-from asr_kd.utils import setup_logging
+from asr_kd.utils import UserError, error_text, setup_logging
+
+# Exceptions that report bad input rather than a bug (EOFError and the gzip/zlib errors come from
+# a truncated or corrupt .gz file).
+USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError,
+               FloatingPointError, EOFError, gzip.BadGzipFile, zlib.error)
 
 # name -> (module, one-line help). Order is the pipeline's order.
 COMMANDS = {
@@ -61,8 +72,26 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     setup_logging(logging.DEBUG if args.verbose else logging.INFO)
     logging.getLogger("asr_kd").info(cpu.describe())
-    rc = module.run(args)
-    return int(rc or 0)
+    try:
+        return int(module.run(args) or 0)
+    except (*USER_ERRORS, SystemExit, KeyboardInterrupt) as e:
+        if isinstance(e, SystemExit) and not isinstance(e.code, str):
+            raise  # argparse's exit, or an exit status: not a message
+        if args.verbose:
+            raise
+        message = "interrupted" if isinstance(e, KeyboardInterrupt) else error_text(e)
+        if isinstance(e, (EOFError, gzip.BadGzipFile, zlib.error)):
+            message = f"{type(e).__name__}: {message} (a truncated or corrupt .gz file?)"
+        rc = 130 if isinstance(e, KeyboardInterrupt) else 1
+    # Printed once the failed frames are freed, so that a progress bar they held has closed its line.
+    print(f"{command_name(args)}: error: {message}", file=sys.stderr)
+    return rc
+
+
+def command_name(args) -> str:
+    """The command and its step (a ``*_step`` or ``step`` argument), e.g. ``asr-kd gmm mono``."""
+    step = next((v for k, v in vars(args).items() if k == "step" or k.endswith("_step")), None)
+    return " ".join(["asr-kd", args.command] + ([str(step)] if step else []))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from asr_kd.results import load_results, update_results
+from asr_kd.results import update_results
 from asr_kd.utils import read_json
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,8 @@ def row_from_files(system: str, set_name: str, decode_dir: Optional[Path] = None
         d = read_json(Path(decode_dir) / "decode.json")
         row.update(wer=d["wer"], utterances=d["utterances"], lm_weight=d["best_lm_weight"],
                    empty_lattices=d["empty_lattices"], decode_rtf=d["real_time_factor"])
+        if d.get("excluded_empty_refs"):
+            row["excluded_empty_refs"] = d["excluded_empty_refs"]
         if d.get("subset_every", 1) > 1:
             row["wer_on"] = f"every {d['subset_every']}th utterance"
         if "best_word_ins_penalty" in d:
@@ -93,14 +95,10 @@ def run(args) -> int:
         extra[k] = _value(v)
     row = row_from_files(args.system, args.set_name, args.decode_dir, args.frame_accuracy, args.summary, **extra)
     row["command"] = args.command
-    results = load_results(args.recipe_dir)
-    rows = [r for r in results["rows"] if r.get("table") == args.table
-            and (r["system"], r["set"]) != (row["system"], row["set"])] + [row]
-    if args.table.startswith("Table 1"):
-        add_gain_recovered(rows)
     notes = {args.table: args.note} if args.note else None
-    update_results(args.recipe_dir, rows, args.table, notes=notes,
-                   columns=["system", "set", "wer", "frame_accuracy"])
+    # The recovered gain is computed from the table's rows as they are under the results lock.
+    update_results(args.recipe_dir, [row], args.table, notes=notes, columns=["system", "set", "wer", "frame_accuracy"],
+                   finalize=add_gain_recovered if args.table.startswith("Table 1") else None)
     log.info(f"{args.recipe_dir}/RESULTS.md: {args.table}: {row['system']} on {row['set']}: "
              f"WER {row['wer']}, frame accuracy {row['frame_accuracy']}")
     return 0

@@ -3,19 +3,21 @@
 Rows follow ../shared/RESULTS-FORMAT.md: ``system``, ``set`` and metrics (``wer``,
 ``frame_accuracy``, ``accuracy`` in percent; ``errors`` as a count) plus free fields.
 A recipe may hold several tables (one per experiment); rows are merged by (table, system, set)
-so that each stage can update its own rows without touching the others.
+so that each stage can update its own rows without touching the others. Every read-modify-write
+of the two files holds an exclusive lock (``.results.lock`` beside them), so concurrent stages
+(parallel ``asr-kd report``s) neither lose rows nor leave the two files disagreeing.
 """
 from __future__ import annotations
 
 import datetime
-import json
 import platform
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
-from asr_kd.utils import Pathlike, write_json, write_text
+from asr_kd.utils import Pathlike, exclusive_lock, read_json, write_json, write_text
 
 _KEY = ("table", "system", "set")
+LOCK_NAME = ".results.lock"
 
 
 def _fmt(v) -> str:
@@ -29,7 +31,7 @@ def _fmt(v) -> str:
 def load_results(recipe_dir: Pathlike) -> dict:
     path = Path(recipe_dir) / "results.json"
     if path.exists():
-        return json.loads(path.read_text())
+        return read_json(path)
     return {"recipe": Path(recipe_dir).resolve().name, "rows": []}
 
 
@@ -39,13 +41,21 @@ def update_results(
     table: str,
     notes: Optional[Dict[str, str]] = None,
     columns: Optional[Sequence[str]] = None,
+    finalize: Optional[Callable[[List[dict]], None]] = None,
 ) -> dict:
     """Merge ``rows`` into ``recipe_dir``/results.json under ``table`` and rewrite RESULTS.md.
 
     ``notes`` maps a table name to free text printed under its heading (e.g. the paper's numbers).
     ``columns`` fixes the column order of that table in RESULTS.md (default: first-seen order).
+    ``finalize`` gets the table's merged rows (under the lock) and may change them in place, e.g.
+    to fill columns computed across rows.
     """
     recipe_dir = Path(recipe_dir)
+    with exclusive_lock(recipe_dir / LOCK_NAME):
+        return _update(recipe_dir, rows, table, notes, columns, finalize)
+
+
+def _update(recipe_dir: Path, rows, table, notes, columns, finalize) -> dict:
     results = load_results(recipe_dir)
     new = []
     for r in rows:
@@ -60,6 +70,8 @@ def update_results(
         last = max((i for i, x in enumerate(rows) if x.get("table") == table), default=len(rows) - 1)
         rows.insert(last + 1, r)
     results["rows"] = rows
+    if finalize is not None:
+        finalize([r for r in rows if r.get("table") == table])
     meta = results.setdefault("meta", {})
     meta.setdefault("tables", {})
     if notes:
@@ -76,13 +88,14 @@ def update_results(
 def drop_table(recipe_dir: Pathlike, table: str) -> dict:
     """Remove a table (rows, note, column order) that a re-run made stale, and rewrite both files."""
     recipe_dir = Path(recipe_dir)
-    results = load_results(recipe_dir)
-    results["rows"] = [r for r in results["rows"] if r.get("table") != table]
-    meta = results.setdefault("meta", {})
-    for key in ("tables", "notes"):
-        meta.get(key, {}).pop(table, None)
-    write_json(recipe_dir / "results.json", results)
-    write_text(recipe_dir / "RESULTS.md", render_markdown(results))
+    with exclusive_lock(recipe_dir / LOCK_NAME):
+        results = load_results(recipe_dir)
+        results["rows"] = [r for r in results["rows"] if r.get("table") != table]
+        meta = results.setdefault("meta", {})
+        for key in ("tables", "notes"):
+            meta.get(key, {}).pop(table, None)
+        write_json(recipe_dir / "results.json", results)
+        write_text(recipe_dir / "RESULTS.md", render_markdown(results))
     return results
 
 

@@ -7,8 +7,11 @@
     errs_{name}      per-utterance alignments ``(ref->hyp)`` and the most frequent errors (icefall style)
 
 so ``grep WER exp/*/decode*/wer_* | sort -k2 -n`` ranks systems as in Kaldi. An utterance with a
-reference but no hypothesis (e.g. an empty lattice) is scored as all deletions and counted; the
-number of scored utterances is always printed, so a table is never silently shortened.
+reference but no hypothesis (e.g. an empty lattice) is scored as all deletions and counted; one
+with an empty reference (a blank transcript, or a cut without supervision) is not scored, since
+every word hypothesised would be an insertion against nothing: it is named in a warning and
+counted as excluded. The numbers of scored and excluded utterances are always printed, so a
+table is never silently shortened.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ class WerStats:
     utterances: int = 0
     utterances_with_errors: int = 0
     missing_hyps: int = 0
+    excluded_empty_refs: int = 0
 
     @property
     def errors(self) -> int:
@@ -56,7 +60,7 @@ class WerStats:
     def as_dict(self) -> dict:
         return {"wer": round(self.wer, 2), "errors": self.errors, "ref_words": self.ref_words, "ins": self.ins,
                 "del": self.dels, "sub": self.subs, "ser": round(self.ser, 2), "utterances": self.utterances,
-                "missing_hyps": self.missing_hyps}
+                "missing_hyps": self.missing_hyps, "excluded_empty_refs": self.excluded_empty_refs}
 
 
 @dataclass
@@ -72,12 +76,18 @@ class UttAlignment:
 
 
 def compute_wer(refs: Mapping[str, Sequence[str]], hyps: Mapping[str, Sequence[str]]) -> Tuple[WerStats, List[UttAlignment]]:
-    """Score every utterance of ``refs``; hypotheses missing from ``hyps`` count as empty."""
+    """Score every utterance of ``refs`` with a non-empty reference; hypotheses missing from
+    ``hyps`` count as empty."""
     import kaldialign
 
     stats = WerStats()
     alignments = []
-    for utt_id in sorted(refs):
+    empty = sorted(u for u, ref in refs.items() if not ref)
+    if empty:
+        stats.excluded_empty_refs = len(empty)
+        log.warning(f"{len(empty)} utterances have an empty reference transcript (or no supervision) and are left out "
+                    f"of the WER: {', '.join(empty[:10])}{' ...' if len(empty) > 10 else ''}")
+    for utt_id in sorted(set(refs) - set(empty)):
         ref = list(refs[utt_id])
         if utt_id not in hyps:
             stats.missing_hyps += 1
@@ -113,7 +123,8 @@ def score_wer(
         out_dir / f"wer_{name}",
         f"{stats.kaldi_line()}\n"
         f"%SER {stats.ser:.2f} [ {stats.utterances_with_errors} / {stats.utterances} ]\n"
-        f"Scored {stats.utterances} sentences, {stats.missing_hyps} not present in hyp.\n",
+        f"Scored {stats.utterances} sentences, {stats.missing_hyps} not present in hyp.\n"
+        + (f"Excluded {stats.excluded_empty_refs} sentences with an empty reference.\n" if stats.excluded_empty_refs else ""),
     )
     per_utt = []
     for a in alignments:
@@ -141,7 +152,8 @@ def score_wer(
     lines += ["", "DELETIONS: count ref"] + [f"{c}   {w}" for w, c in dels.most_common()]
     lines += ["", "INSERTIONS: count hyp"] + [f"{c}   {w}" for w, c in ins.most_common()]
     write_text(out_dir / f"errs_{name}", "\n".join(lines) + "\n")
-    log.info(f"{out_dir}/wer_{name}: {stats.kaldi_line()} over {stats.utterances} utterances")
+    log.info(f"{out_dir}/wer_{name}: {stats.kaldi_line()} over {stats.utterances} utterances"
+             + (f" ({stats.excluded_empty_refs} with an empty reference excluded)" if stats.excluded_empty_refs else ""))
     return stats
 
 

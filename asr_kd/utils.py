@@ -1,12 +1,17 @@
-"""Small helpers every module shares: atomic writes, logging, seeding, JSON."""
+"""Small helpers every module shares: atomic writes, locks, user errors, manifests, logging,
+seeding, JSON."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import fcntl
 import json
 import logging
 import os
 import random
+import signal
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any, Iterator, Sequence, Union
 
@@ -16,6 +21,13 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+class UserError(Exception):
+    """A mistake in the input (a missing or corrupt file, a wrong option): ``asr-kd`` prints the
+    message as one line, without a traceback."""
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -46,6 +58,71 @@ def atomic_path(path: Pathlike) -> Iterator[Path]:
             tmp.unlink()
 
 
+@contextlib.contextmanager
+def exclusive_lock(path: Pathlike, blocking: bool = True, busy: str = "") -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the file ``path`` (created if missing) for the block.
+
+    Blocking by default (waits for the other holder); with ``blocking=False`` a lock held
+    elsewhere raises :class:`UserError` with ``busy`` as its message. The lock goes with the
+    process, so a killed holder never leaves a stale lock; the file itself is left in place
+    (removing it would let two processes lock two different files).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(busy or f"{path} is locked by another process") from None
+        yield
+
+
+def training_lock(target: Pathlike):
+    """:func:`exclusive_lock` that fails at once if another process trains into ``target`` (a model
+    directory or a checkpoint file). The lock file sits beside it (``.NAME.train.lock``), so that
+    a model directory holds only the model."""
+    path = Path(target).resolve()
+    lock = path.with_name(f".{path.name}.train.lock")
+    return exclusive_lock(lock, blocking=False, busy=f"another process is training in {target} (lock {lock})")
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Worker-process initializer: the kernel kills this process when its parent dies (Linux's
+    PR_SET_PDEATHSIG), so that a killed stage leaves no worker behind that goes on writing.
+    Elsewhere (no prctl) it does nothing."""
+    prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
+    if prctl is None:
+        return
+    if prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def error_text(e: BaseException) -> str:
+    """An exception's message on one line, without the description of the whole cut that lhotse
+    appends ("[extra info] When calling: MonoCut.load_features(...)")."""
+    return " ".join(str(e).split("[extra info]")[0].split()) or type(e).__name__
+
+
+def load_cuts(path: Pathlike, missing_hint: str = ""):
+    """The CutSet in the manifest ``path``, or a one-line :class:`UserError` naming the file when
+    it is missing (``missing_hint`` says which stage makes it), truncated, corrupt or not cuts."""
+    from lhotse import CutSet, load_manifest
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} not found" + (f": {missing_hint}" if missing_hint else ""))
+    try:
+        manifest = load_manifest(path)
+    except (OSError, EOFError, zlib.error, ValueError, KeyError, TypeError) as e:  # gzip, JSON, lhotse schema
+        raise UserError(f"{path}: unreadable manifest ({type(e).__name__}: {e}): truncated or not a "
+                        "manifest; redo the stage that wrote it") from e
+    if not isinstance(manifest, CutSet):
+        raise UserError(f"{path}: a {type(manifest).__name__} manifest, not cuts")
+    return manifest
+
+
 def write_text(path: Pathlike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
@@ -57,7 +134,10 @@ def write_json(path: Pathlike, obj: Any) -> None:
 
 def read_json(path: Pathlike) -> Any:
     with open(path, encoding="utf-8") as f:
-        return json.load(f)
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}: not valid JSON ({e}); redo the stage that wrote it") from e
 
 
 def seed_everything(seed: int) -> None:
@@ -100,8 +180,6 @@ def autocast(device: str, dtype: str = "auto"):
     """bf16 autocast on ``device`` (CPU or CUDA), or a no-op for fp32; ``auto`` as :func:`resolve_dtype`.
 
     fp32 master weights stay fp32; only the matmuls run in bf16."""
-    import contextlib
-
     import torch
 
     if resolve_dtype(dtype, device) == "fp32":

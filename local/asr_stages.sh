@@ -10,6 +10,8 @@ G=data/lm/G_${lm_order}gram.fst
 gmm=exp/tri1   # the GMM system whose alignment labels the DNNs and whose tree makes HCLG
 senones=data/senones
 command="cd recipes/$corpus && ${cmdline:-./run.sh}"
+lang_files="data/lang/phones.txt data/lang/words.txt data/lang/L_disambig.fst"
+fbank_of() { for s; do echo data/fbank/${corpus}_cuts_$s.jsonl.gz data/fbank/feats_$s; done; }  # the feature stage's outputs for SET...
 
 # decode_set SYSTEM_DIR SET MODEL...: decode a set; dev scores every LM weight and word insertion
 # penalty, test uses dev's best pair.
@@ -35,18 +37,23 @@ report_row() {
 }
 
 if stage_on 4; then
+  need "1 (manifests)" data/manifests/${corpus}_cuts_train.jsonl.gz data/manifests/${corpus}_cuts_dev.jsonl.gz
+  need "3 (lang)" $lang_files
   log "Stage 4: ${lm_order}-gram LM from the training transcripts; G.fst"
   asr-kd lm --lang-dir data/lang --train-cuts data/manifests/${corpus}_cuts_train.jsonl.gz \
     --out-dir data/lm --order $lm_order --eval-cuts dev=data/manifests/${corpus}_cuts_dev.jsonl.gz
 fi
 
 if stage_on 5; then
+  need "3 (lang)" $lang_files
+  need "2 (features)" $(fbank_of train)
   log "Stage 5: monophone GMM-HMM (flat start)"
   asr-kd gmm mono --lang-dir data/lang --cuts data/fbank/${corpus}_cuts_train.jsonl.gz \
     --exp-dir exp/mono --max-gauss $mono_gauss $mono_opts
 fi
 
 if stage_on 6; then
+  need "5 (monophones)" exp/mono/final.mdl exp/mono/ali.pt
   log "Stage 6: triphone GMM-HMM with a decision tree ($tri_leaves leaves); senone labels of train"
   asr-kd gmm tri --lang-dir data/lang --cuts data/fbank/${corpus}_cuts_train.jsonl.gz --ali-dir exp/mono \
     --exp-dir $gmm --num-leaves $tri_leaves --max-gauss $tri_gauss $tri_opts
@@ -55,6 +62,8 @@ if stage_on 6; then
 fi
 
 if stage_on 7; then
+  need "6 (triphones)" $gmm/final.mdl
+  need "2 (features)" $(fbank_of dev test ${speed_perturb:+train_sp})
   log "Stage 7: forced alignment of dev and test (senone labels for frame accuracy)"
   for s in dev test; do
     asr-kd gmm align --lang-dir data/lang --cuts data/fbank/${corpus}_cuts_$s.jsonl.gz --model-dir $gmm \
@@ -73,6 +82,11 @@ if stage_on 7; then
 fi
 
 if stage_on 8; then
+  need "3 (lang)" $lang_files
+  need "4 (LM)" $G
+  need "5 (monophones)" exp/mono/final.mdl
+  need "6 (triphones)" exp/tri1/final.mdl
+  need "2 (features)" $(fbank_of dev test)
   log "Stage 8: decode and score the GMM systems (LM weight tuned on dev)"
   for m in mono tri1; do
     decode_set exp/$m dev exp/$m
@@ -103,6 +117,9 @@ table1="Table 1: baseline, ensemble of $num_teachers, distilled (speech, paper s
 note1="Paper (Hinton et al. 2015, Table 1; 2000 h Android voice search, 8x2560 DNNs, 10 models): baseline 58.9% frame accuracy / 10.9% WER, 10-model ensemble 61.1% / 10.7%, distilled single model 60.8% / 10.7%. gain_recovered_pct = (student - baseline) / (ensemble - baseline) frame accuracy."
 
 if stage_on 9; then
+  need "6 (triphones, senone labels)" $gmm/priors.json $senones/${corpus}_cuts_train.jsonl.gz
+  need "7 (alignment of dev, test)" $senones/${corpus}_cuts_dev.jsonl.gz $senones/${corpus}_cuts_$dnn_train.jsonl.gz
+  need "2 (features)" $(fbank_of $dnn_train dev)
   log "Stage 9: $num_teachers DNN teachers ($preset preset), seeds 1..$num_teachers"
   mkdir -p data/frames
   for seed in $(seq 1 $num_teachers); do
@@ -111,6 +128,11 @@ if stage_on 9; then
 fi
 
 if stage_on 10; then
+  need "9 (DNN teachers)" $teachers
+  need "7 (alignment of dev, test)" $senones/${corpus}_cuts_test.jsonl.gz
+  need "3 (lang)" $lang_files
+  need "4 (LM)" $G
+  need "2 (features)" $(fbank_of dev test)
   log "Stage 10: baseline (seed 1) and the $num_teachers-model ensemble: frame accuracy and WER"
   eval_dnn exp/dnn_seed1/eval_test.json test --models exp/dnn_seed1/final.pt
   mkdir -p exp/dnn_ensemble
@@ -124,6 +146,7 @@ if stage_on 10; then
 fi
 
 if stage_on 11; then
+  need "9 (DNN teachers)" $teachers
   log "Stage 11: students distilled from the ensemble at T in {$temperatures}, trained together (one teacher pass)"
   dirs=""; for T in $temperatures; do dirs="$dirs exp/dnn_distilled_T$T"; done
   train_dnn "$dirs" --seed 101 --teachers $teachers --temperature $temperatures --hard-weight $hard_weight $distill_opts
@@ -137,6 +160,8 @@ if stage_on 11; then
 fi
 
 if stage_on 12; then
+  need "9 (DNN teachers)" $teachers
+  need "10 (baseline)" exp/dnn_seed1/eval_test.json
   pct=$(python -c "print(f'{100 * $subset_fraction:g}')")
   log "Stage 12: ${pct}% of the training data: hard targets (early stopping) vs soft targets (T=$subset_temperature)"
   table5="Table 5: ${pct}% of the training data (paper section 6)"

@@ -24,6 +24,7 @@ if stage_on 1; then
 fi
 
 if stage_on 2; then
+  for s in $splits; do need "1 (manifests)" data/manifests/${corpus}_cuts_$s.jsonl.gz; done
   log "Stage 2: 40-dim fbank and CMVN stats"
   asr-kd fbank data/manifests data/fbank --corpus $corpus --splits $splits --num-jobs $nj
   if [ -n "$speed_perturb" ]; then
@@ -35,6 +36,7 @@ if stage_on 2; then
 fi
 
 if stage_on 3; then
+  need "1 (manifests)" data/manifests/${corpus}_cuts_$vocab_split.jsonl.gz
   log "Stage 3: lang (lexicon, phones, words, L.fst)"
   report=""
   for s in $splits; do [ "$s" = "$vocab_split" ] || report="$report $s=data/manifests/${corpus}_cuts_$s.jsonl.gz"; done

@@ -15,5 +15,15 @@ log() {
   echo -e "$(date '+%Y-%m-%d %H:%M:%S') ($fname:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
 }
 
-# usage: if stage_on N; then ...; fi   (true when stage <= N <= stop_stage)
+# usage: if stage_on N; then ...; fi   (true when stage <= N <= stop_stage; local/parse_options.sh
+# has checked that both are stage numbers)
 stage_on() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+
+# usage: need "3 (lang)" FILE...: a stage's inputs; the first one missing stops the recipe with one
+# line naming it and the stage that makes it.
+need() {
+  local made_by=$1 f; shift
+  for f in "$@"; do
+    [ -e "$f" ] || { echo "$0: $f not found: run stage $made_by first" >&2; exit 1; }
+  done
+}

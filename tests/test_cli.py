@@ -1,5 +1,6 @@
 """The asr-kd command, the Kaldi-style option parser of the recipes, results files, LibriSpeech."""
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -125,3 +126,108 @@ def test_outputs_fresh_follows_make_rule(tmp_path):
     assert outputs_fresh([out], [src, tmp_path / "absent"])  # absent inputs do not count
     os.utime(src, (300, 300))
     assert not outputs_fresh([out], [src])  # input rebuilt after the output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--stage", "99"], "--stage 99: no such stage (this recipe's stages are 0..12)"),
+    (["--stop-stage", "-1"], "--stop-stage must be a stage number, not '-1'"),
+    (["--stage", "5", "--stop-stage", "3"], "--stage 5 is after --stop-stage 3: no stage to run"),
+    (["--stage", "abc"], "--stage must be a stage number, not 'abc'"),
+    (["--stage", "2", "stray"], "unexpected argument 'stray'"),
+    (["--max-stage", "99"], "unknown option --max-stage"),
+])
+def test_recipe_rejects_bad_stage_options(tmp_path, args, message):
+    """A copy of the yesno recipe (local/ linked): bad options fail in one line before anything runs."""
+    recipe = yesno_copy(tmp_path)
+    env = {"PATH": "/usr/bin:/bin", "CORPORA": str(tmp_path / "no-corpora")}  # no asr-kd: a run would fail anyway
+    proc = subprocess.run(["bash", str(recipe / "run.sh"), *args], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode != 0
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert sorted(p.name for p in recipe.iterdir()) == ["run.sh"]
+
+
+def test_parse_options_stage_checks_without_max_stage():
+    assert run_options('echo "$stage $stop_stage"', "--stage", "3", "--stop-stage", "3").stdout.strip() == "3 3"
+    p = run_options("echo ok", "--stage", "1.5")
+    assert p.returncode != 0 and "must be a stage number" in p.stderr and "ok" not in p.stdout
+
+
+def _report_row(recipe_dir, table, i, barrier):
+    barrier.wait()  # all at once
+    sys.exit(main(["report", "--recipe-dir", str(recipe_dir), "--table", table, "--system", f"s{i}", "--set", "test",
+                   "--field", f"n={i}", "--command", f"./run.sh --n {i}"]))
+
+
+def test_concurrent_reports_keep_every_row(tmp_path):
+    from asr_kd.results import render_markdown
+
+    ctx = multiprocessing.get_context("fork")
+    for table in ("T1", "T2"):
+        barrier = ctx.Barrier(8)
+        procs = [ctx.Process(target=_report_row, args=(tmp_path, table, i, barrier)) for i in range(8)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0] * 8
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert sorted((r["table"], r["system"]) for r in results["rows"]) == [(t, f"s{i}") for t in ("T1", "T2") for i in range(8)]
+    assert (tmp_path / "RESULTS.md").read_text() == render_markdown(results)
+
+
+def yesno_copy(tmp_path: Path) -> Path:
+    recipe = tmp_path / "recipes" / "yesno"
+    recipe.mkdir(parents=True)
+    shutil.copy(REPO / "recipes" / "yesno" / "run.sh", recipe / "run.sh")
+    (tmp_path / "local").symlink_to(REPO / "local")
+    return recipe
+
+
+@pytest.mark.parametrize("stage, present, message", [
+    (8, [], "data/lang/phones.txt not found: run stage 3 (lang) first"),
+    (9, ["exp/tri1/priors.json", "data/senones/yesno_cuts_train.jsonl.gz", "data/senones/yesno_cuts_dev.jsonl.gz",
+         "data/fbank/yesno_cuts_train.jsonl.gz"],
+     "data/fbank/feats_train not found: run stage 2 (features) first"),
+])
+def test_stage_with_missing_inputs_names_the_stage_that_makes_them(tmp_path, stage, present, message):
+    recipe = yesno_copy(tmp_path)
+    for f in present:
+        (recipe / f).parent.mkdir(parents=True, exist_ok=True)
+        (recipe / f).touch()
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "CORPORA": str(tmp_path)}
+    proc = subprocess.run(["bash", str(recipe / "run.sh"), "--stage", str(stage), "--stop-stage", str(stage)],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 1 and proc.stderr.strip() == f"{recipe / 'run.sh'}: {message}", proc.stderr
+
+
+def asr_kd(*args, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "asr_kd.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=120)
+
+
+def error_lines(proc) -> list:
+    """stderr without the log lines (time-stamped) and progress bars."""
+    return [line for line in proc.stderr.splitlines() if line and not line[:4].isdigit() and "it/s]" not in line]
+
+
+def test_user_errors_are_one_line_and_verbose_shows_the_traceback(tmp_path):
+    proc = asr_kd("prepare", "yesno", "/nonexistent", tmp_path / "out")
+    assert proc.returncode == 1 and error_lines(proc) == ["asr-kd prepare: error: yesno: no such directory: /nonexistent"]
+    verbose = asr_kd("-v", "prepare", "yesno", "/nonexistent", tmp_path / "out")
+    assert verbose.returncode == 1 and "Traceback" in verbose.stderr
+
+
+def test_truncated_manifest_is_named_in_one_line(corpora, tmp_path):
+    prepare_corpus("yesno", corpora / "yesno" / "waves_yesno", tmp_path / "m", dev_fraction=0.1)
+    path = tmp_path / "m" / "yesno_cuts_test.jsonl.gz"
+    path.write_bytes(path.read_bytes()[:-40])
+    proc = asr_kd("fbank", tmp_path / "m", tmp_path / "f", "--corpus", "yesno", "--splits", "test")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert error_lines(proc) == [f"asr-kd fbank: error: {path}: unreadable manifest (EOFError: Compressed file ended "
+                                 "before the end-of-stream marker was reached): truncated or not a manifest; redo the "
+                                 "stage that wrote it"]
+
+
+def test_a_command_exiting_with_a_message_is_formatted_like_an_error(tmp_path, capsys):
+    rc = main(["lang", str(tmp_path / "lang"), "--vocab-cuts", "x", "--report-cuts", "nonsense"])
+    assert rc == 1 and capsys.readouterr().err.strip() == "asr-kd lang: error: --report-cuts expects SPLIT=PATH, got 'nonsense'"

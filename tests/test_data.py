@@ -1,6 +1,11 @@
 """Corpus preparation, bad input, atomic writes and features, on the real shared corpora."""
 import logging
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 import wave
 from pathlib import Path
 
@@ -198,3 +203,96 @@ def test_cmvn_per_speaker(fsdd_small):
     assert np.allclose(normed.mean(0), 0, atol=1e-3) and np.allclose(normed.std(0), 1, atol=1e-2)
     with pytest.raises(ValueError):
         Cmvn(stats, mode="utterance")
+
+
+# A stand-in for `asr-kd`: each cut's fbank takes 0.2 s (forked workers inherit the patch), so a
+# run over 30 cuts lasts long enough to be killed in the middle.
+SLOW_FBANK = """
+import sys, time
+import asr_kd.data.features as f
+from asr_kd.cli import main
+extract = f.Fbank.extract
+f.Fbank.extract = lambda self, *a, **k: (time.sleep(0.2), extract(self, *a, **k))[1]
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+@pytest.fixture()
+def yesno_test_fbank(corpora, tmp_path):
+    """yesno's test manifest and its complete fbank output (cuts manifest, report, one archive)."""
+    prepare_corpus("yesno", corpora / "yesno" / "waves_yesno", tmp_path / "manifests", dev_fraction=0.1)
+    out = tmp_path / "fbank" / "yesno_cuts_test.jsonl.gz"
+    compute_fbank(load_manifest(tmp_path / "manifests" / "yesno_cuts_test.jsonl.gz"), out, tmp_path / "fbank" / "feats_test",
+                  num_jobs=1)
+    return tmp_path, out
+
+
+def test_killed_fbank_leaves_no_worker_and_no_completion_marker(yesno_test_fbank, caplog):
+    """kill -9 of `asr-kd fbank --force` mid-run: its workers die with it, and the old manifest,
+    which no longer describes the archives being rewritten, is not taken as done by the next run."""
+    tmp_path, out = yesno_test_fbank
+    storage = out.parent / "feats_test"
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_FBANK, "fbank", str(tmp_path / "manifests"), str(out.parent),
+                             "--corpus", "yesno", "--splits", "test", "--num-jobs", "1", "--force"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not list(storage.glob(".yesno_cuts_test.*.tmp.*")):  # a worker is writing its archive
+        assert proc.poll() is None and time.time() < deadline, "fbank ended before it could be killed"
+        time.sleep(0.05)
+    workers = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+    assert workers
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 5
+    while any(_alive(w) for w in workers) and time.time() < deadline:
+        time.sleep(0.05)
+    survivors = [w for w in workers if _alive(w)]
+    for w in survivors:
+        os.kill(w, signal.SIGKILL)
+    assert not survivors, "fbank workers outlived their parent"
+    assert not out.exists()  # the completion marker went first
+    with caplog.at_level(logging.INFO):
+        cuts = compute_fbank(load_manifest(tmp_path / "manifests" / "yesno_cuts_test.jsonl.gz"), out, storage, num_jobs=1)
+    assert "skipping" not in caplog.text
+    assert not list(storage.glob(".*.tmp.*"))  # the killed worker's temporary archive is gone
+    assert all(np.isfinite(c.load_features()).all() for c in load_manifest(out)) and len(cuts) == 30
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "newer"])
+def test_fbank_redoes_a_manifest_whose_archives_do_not_match_it(yesno_test_fbank, damage, caplog):
+    tmp_path, out = yesno_test_fbank
+    (archive,) = (out.parent / "feats_test").glob("*.lca")
+    if damage == "missing":
+        archive.unlink()
+    elif damage == "truncated":
+        os.truncate(archive, archive.stat().st_size // 2)
+        os.utime(archive, (out.stat().st_mtime - 10,) * 2)
+    else:
+        os.utime(archive, (out.stat().st_mtime + 10,) * 2)
+    with caplog.at_level(logging.INFO):
+        compute_fbank(load_manifest(tmp_path / "manifests" / "yesno_cuts_test.jsonl.gz"), out, archive.parent, num_jobs=1)
+    assert "skipping" not in caplog.text and "is not complete" in caplog.text and str(archive) in caplog.text
+    assert all(np.isfinite(c.load_features()).all() for c in load_manifest(out))
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        compute_fbank(load_manifest(tmp_path / "manifests" / "yesno_cuts_test.jsonl.gz"), out, archive.parent, num_jobs=1)
+    assert "skipping" in caplog.text  # complete again
+
+
+def test_missing_feature_archive_is_named_with_its_manifest(yesno_test_fbank):
+    tmp_path, out = yesno_test_fbank
+    (archive,) = (out.parent / "feats_test").glob("*.lca")
+    archive.unlink()
+    proc = subprocess.run([sys.executable, "-m", "asr_kd.cli", "nnet", "eval", "--models", str(tmp_path / "m.pt"),
+                           "--cuts", str(out), "--out", str(tmp_path / "eval.json")], capture_output=True, text=True)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and "[extra info]" not in proc.stderr
+    assert last.startswith("asr-kd nnet eval: error: [Errno 2] No such file or directory") and str(archive) in last
+    assert f"(read through {out})" in last

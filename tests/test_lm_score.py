@@ -1,4 +1,5 @@
 """N-gram LM estimation, ARPA round trip, G.fst, WER and frame accuracy."""
+import logging
 import math
 
 import kaldifst
@@ -87,3 +88,15 @@ def test_unk_gets_no_probability_unless_training_text_has_oovs():
     words = ["<eps>", "<UNK>", "a", "b", "#0", "<s>", "</s>"]
     assert lm_vocabulary(words, [["a", "b"]]) == ["a", "b"]
     assert lm_vocabulary(words, [["a", "zzz"]]) == ["<UNK>", "a", "b"]
+
+
+def test_empty_references_are_named_counted_and_left_out(tmp_path, caplog):
+    refs = {"u1": "a b".split(), "blank": [], "nosup": []}
+    hyps = {"u1": "a b".split(), "blank": "x y z".split(), "nosup": ["w"]}
+    with caplog.at_level(logging.WARNING):
+        stats = score_wer(refs, hyps, tmp_path, "test")
+    assert stats.wer == 0.0 and stats.ins == 0 and stats.utterances == 1 and stats.excluded_empty_refs == 2
+    assert "2 utterances have an empty reference" in caplog.text and "blank, nosup" in caplog.text
+    assert stats.as_dict()["excluded_empty_refs"] == 2
+    assert "Excluded 2 sentences with an empty reference." in (tmp_path / "wer_test").read_text()
+    assert "blank" not in (tmp_path / "per_utt_test").read_text()

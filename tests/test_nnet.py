@@ -5,6 +5,7 @@ import torch
 
 from asr_kd.nnet import (DnnConfig, Ensemble, FrameSet, TrainConfig, frame_accuracy_of, frame_batches, load_model,
                          split_by_speaker, subset_utterances, train)
+from asr_kd.utils import UserError, exclusive_lock
 
 
 def synthetic_frames(num_utts=40, num_senones=6, dim=8, seed=0, frames=30):
@@ -225,3 +226,25 @@ def test_students_trained_together_share_one_teacher_pass(trained, tmp_path):
     with pytest.raises(ValueError, match="share batch_size"):
         train_together([tmp_path / "x", tmp_path / "y"], cfg, [TrainConfig(batch_size=32), TrainConfig(batch_size=64)],
                        train_set, dev_set)
+
+
+def test_second_training_in_one_directory_fails_at_once(trained, tmp_path):
+    """Another process holds exp_dir's training lock (here: this test, through its own open file)."""
+    _, cfg, train_set, dev_set, _ = trained
+    tc = TrainConfig(epochs=1, batch_size=64, lr=0.1, seed=3, dtype="fp32", progress=False)
+    lock = tmp_path / ".m.train.lock"
+    with exclusive_lock(lock):
+        with pytest.raises(UserError, match=f"another process is training in {tmp_path / 'm'} \\(lock {lock}\\)"):
+            train(tmp_path / "m", cfg, tc, train_set, dev_set)
+    assert not list((tmp_path / "m").glob("*.pt"))  # it wrote nothing
+    train(tmp_path / "m", cfg, tc, train_set, dev_set)  # the lock is free again
+    assert (tmp_path / "m" / "final.pt").exists()
+
+
+def test_frames_cache_is_used_only_for_its_own_manifest(tmp_path):
+    frames = synthetic_frames(num_utts=4)
+    cache = tmp_path / "train.pt"
+    frames.save(cache, source="/data/a.jsonl.gz")
+    assert torch.equal(FrameSet.load(cache, "/data/a.jsonl.gz").feats, frames.feats)
+    assert FrameSet.load(cache, "/data/b_sp.jsonl.gz") is None  # another manifest: rebuilt by the caller
+    assert FrameSet.load(cache) is not None

@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 
 from asr_kd.distill import tempered_softmax
+from asr_kd.utils import UserError, exclusive_lock
 from asr_kd.vision.train import (
     TrainConfig,
     apply_max_norm,
@@ -223,3 +224,14 @@ def test_resolve_precision():
     assert resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
     with pytest.raises(ValueError):
         resolve_precision("fp16", "cpu")
+
+
+def test_second_run_on_one_checkpoint_fails_at_once(tmp_path):
+    x, y = blobs()
+    ck = tmp_path / "ck.pt"
+    with exclusive_lock(tmp_path / ".ck.pt.train.lock"):
+        with pytest.raises(UserError, match="another process is training in"):
+            train_classifier(mlp(), x, y, quick(epochs=1, precision="fp32"), checkpoint=ck)
+    assert not ck.exists()
+    train_classifier(mlp(), x, y, quick(epochs=1, precision="fp32"), checkpoint=ck)
+    assert ck.exists()

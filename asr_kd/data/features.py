@@ -11,9 +11,12 @@ window, 10 ms shift, pre-emphasis 0.97, no dither, ``snip_edges=False`` (one fra
 
 They are stored with lilcom compression in ``LilcomChunkyWriter`` archives, one per job chunk,
 written to a temporary name and renamed when complete; the cuts manifest that points at them is
-written last, so its existence means the stage is done. A cut whose audio cannot be read, or that
-is too short for a single frame, or whose features are not finite, is skipped with a warning that
-names it, and counted in ``{corpus}_fbank_{split}.json``.
+written last, so its existence means the stage is done. A run that recomputes first removes the
+old manifest, and its workers die with it (``kill -9`` of the command leaves no worker writing);
+a manifest whose archives are missing, shorter than it says or newer than it is not taken as done
+but redone. A cut whose audio cannot be read, or that is too short for a single frame, or whose
+features are not finite, is skipped with a warning that names it, and counted in
+``{corpus}_fbank_{split}.json``.
 
 CMVN statistics (count, sum, sum of squares per speaker and for the whole set) are written to
 ``{corpus}_cmvn_{split}.json``; :class:`Cmvn` applies them.
@@ -21,6 +24,7 @@ CMVN statistics (count, sum, sum of squares per speaker and for the whole set) a
 from __future__ import annotations
 
 import logging
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -32,7 +36,8 @@ from lhotse.features.base import Features
 from lhotse.utils import compute_num_frames
 from tqdm import tqdm
 
-from asr_kd.utils import Pathlike, atomic_path, outputs_exist, read_json, write_json
+from asr_kd.utils import (Pathlike, atomic_path, die_with_parent, load_cuts, outputs_exist, outputs_fresh, read_json,
+                          write_json)
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +125,20 @@ def compute_fbank(
     output_cuts = Path(output_cuts)
     report_path = output_cuts.with_name(output_cuts.name.replace("_cuts_", "_fbank_").replace(".jsonl.gz", ".json"))
     if not force and outputs_exist(output_cuts, report_path):
-        log.info(f"{output_cuts} exists; skipping (use --force to redo)")
-        return CutSet.from_file(output_cuts)
+        done = load_cuts(output_cuts)
+        problem = archive_problem(done, output_cuts)
+        if problem is None:
+            log.info(f"{output_cuts} exists; skipping (use --force to redo)")
+            return done
+        log.warning(f"{output_cuts} is not complete ({problem}); computing it again")
+    # No completion marker may outlive a run that rewrites the archives it points at.
+    output_cuts.unlink(missing_ok=True)
+    report_path.unlink(missing_ok=True)
     storage_dir = Path(storage_dir)
     storage_dir.mkdir(parents=True, exist_ok=True)
+    stem = output_cuts.name.replace(".jsonl.gz", "")
+    for tmp in storage_dir.glob(f".{stem}.*.tmp.*"):  # left by workers killed with an earlier run
+        tmp.unlink()
     cut_list = list(cuts)
     if not cut_list:
         raise ValueError("no cuts to compute features for")
@@ -131,11 +146,11 @@ def compute_fbank(
     if len(rates) != 1:
         raise ValueError(f"cuts have mixed sample rates {sorted(rates)}; resample them at preparation")
     (rate,) = rates
-    stem = output_cuts.name.replace(".jsonl.gz", "")
     chunks = [cut_list[i : i + chunk_size] for i in range(0, len(cut_list), chunk_size)]
     start = time.time()
     results: Dict[int, Tuple[List[dict], List[Tuple[str, str]]]] = {}
-    with ProcessPoolExecutor(max_workers=num_jobs) as pool, tqdm(total=len(cut_list), desc=f"fbank {stem}", unit="cut") as bar:
+    pool = ProcessPoolExecutor(max_workers=num_jobs, initializer=die_with_parent, initargs=(os.getpid(),))
+    with pool, tqdm(total=len(cut_list), desc=f"fbank {stem}", unit="cut") as bar:
         futures = {
             pool.submit(_extract_chunk, [c.to_dict() for c in chunk], str(storage_dir / f"{stem}.{i:04d}.lca"), rate): (i, len(chunk))
             for i, chunk in enumerate(chunks)
@@ -152,8 +167,6 @@ def compute_fbank(
     if not done:
         raise RuntimeError(f"fbank: no cut produced features ({len(failed)} failures)")
     out = CutSet.from_dicts(done)
-    with atomic_path(output_cuts) as tmp:
-        out.to_file(tmp)
     frames = sum(c.num_frames for c in out)
     audio_s = sum(c.duration for c in out)
     report = {
@@ -171,11 +184,37 @@ def compute_fbank(
         "config": fbank_config(rate).to_dict(),
     }
     write_json(report_path, report)
+    with atomic_path(output_cuts) as tmp:  # the completion marker: last
+        out.to_file(tmp)
     log.info(
         f"fbank {stem}: {len(out)} cuts, {frames} frames, {audio_s / 3600:.2f} h in {wall:.1f} s "
         f"(RTF {wall / audio_s:.4f}); skipped {len(failed)}"
     )
     return out
+
+
+def archive_problem(cuts: CutSet, manifest: Path) -> Optional[str]:
+    """Why the feature archives that ``cuts`` (read from ``manifest``) point at cannot be the ones
+    it was written with, or None: an archive is missing, shorter than the furthest byte a cut
+    reads (lilcom keys are "offset,chunk sizes..."), or modified after the manifest."""
+    ends: Dict[str, int] = {}
+    for c in cuts:
+        if c.features is None:
+            return f"cut {c.id} has no features"
+        path, key = c.features.storage_path, c.features.storage_key
+        end = sum(int(k) for k in key.split(",")) if c.features.storage_type == LilcomChunkyWriter.name else 0
+        ends[path] = max(ends.get(path, 0), end)
+    written = manifest.stat().st_mtime
+    for path, end in sorted(ends.items()):
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return f"{path} is missing"
+        if st.st_size < end:
+            return f"{path} holds {st.st_size} bytes, the manifest reads up to byte {end}"
+        if st.st_mtime > written:
+            return f"{path} was modified after the manifest"
+    return None
 
 
 # ---------------------------------------------------------------- CMVN
@@ -260,13 +299,11 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     for split in args.splits:
         src = args.manifest_dir / f"{args.corpus}_cuts_{split}.jsonl.gz"
-        if not src.is_file():
-            raise FileNotFoundError(f"{src} not found: run the prepare stage first")
         out = args.output_dir / f"{args.corpus}_cuts_{split}.jsonl.gz"
-        cuts = compute_fbank(CutSet.from_file(src), out, args.output_dir / f"feats_{split}",
+        cuts = compute_fbank(load_cuts(src, "run the prepare stage first"), out, args.output_dir / f"feats_{split}",
                              num_jobs=args.num_jobs, force=args.force)
         cmvn_path = args.output_dir / f"{args.corpus}_cmvn_{split}.json"
-        if args.force or not cmvn_path.exists():
+        if args.force or not outputs_fresh([cmvn_path], [out]):
             write_json(cmvn_path, compute_cmvn_stats(cuts))
             log.info(f"wrote {cmvn_path}")
     return 0

@@ -18,9 +18,9 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-from lhotse import CutSet, load_manifest_lazy
+from lhotse import CutSet
 
-from asr_kd.utils import atomic_path
+from asr_kd.utils import atomic_path, load_cuts
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,7 @@ def run(args) -> int:
     if args.out_cuts.exists() and not args.force:
         log.info(f"{args.out_cuts} exists; skipping (use --force to redo)")
         return 0
-    if not args.cuts.is_file():
-        raise FileNotFoundError(f"{args.cuts} not found: run the manifests stage first")
-    cuts = CutSet.from_cuts(load_manifest_lazy(args.cuts))
+    cuts = load_cuts(args.cuts, "run the manifests stage first")
     out = speed_perturb(cuts, args.factors)
     with atomic_path(args.out_cuts) as tmp:
         out.to_file(tmp)

@@ -7,7 +7,9 @@
   priors saved in the model (pseudo log-likelihoods, the hybrid recipe).
 
 Both expose the context dependency and transition model of the GMM system that defined the
-senones (for HCLG), and take ``(utt_id, speaker, fbank)`` items so that manifests and plain
+senones (for HCLG), the phone set that system was trained with (``phones``, checked against the
+lang by :func:`asr_kd.decode.graph.build_graph`), the feature settings audio must be turned into
+(``features``: sampling rate, fbank, MFCC), and take ``(utt_id, speaker, fbank)`` items so that manifests and plain
 audio files decode the same way. ``fit_cmvn(items)`` fixes the per-speaker CMVN statistics from
 a whole set before it is scored batch by batch, as training saw them (without it, each call
 normalises with the statistics of the items it is given).
@@ -16,12 +18,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from asr_kd.utils import Pathlike
+from asr_kd.hmm.features import FeatureOpts, compute_features, mfcc_cmvn
+from asr_kd.model_info import cuts_sampling_rate, feature_config
+from asr_kd.utils import Pathlike, read_json
 
 log = logging.getLogger(__name__)
 
@@ -37,30 +41,52 @@ def _load_gmm(gmm_dir: Pathlike):
     return GmmHmm.load(path)
 
 
+def gmm_features(gmm_dir: Path, model) -> dict:
+    """The GMM's feature settings: recorded in final.mdl, else (models trained before they were)
+    the fbank settings of the rate of the training cuts its directory names, else an error."""
+    if model.info.get("features"):
+        return model.info["features"]
+    summary = gmm_dir / "summary.json"
+    cuts = model.info.get("train_cuts") or (read_json(summary).get("train_cuts") if summary.is_file() else None)
+    if cuts and Path(cuts).is_file():
+        return feature_config(cuts_sampling_rate(cuts))
+    raise ValueError(f"{gmm_dir / 'final.mdl'} records no sampling rate (trained before models recorded their "
+                     "features) and names no training cuts: retrain it (asr-kd gmm mono/tri --force), or decode "
+                     "feature manifests with --cuts")
+
+
 class GmmScorer:
     kind = "gmm"
 
     def __init__(self, gmm_dir: Pathlike, device: str = "cpu"):
         self.gmm_dir = Path(gmm_dir)
         self.model = _load_gmm(gmm_dir)
+        self.name = str(self.gmm_dir / "final.mdl")
         self.ctx, self.trans = self.model.ctx, self.model.trans
         self.model_files = [self.gmm_dir / "tree.json", self.gmm_dir / "transitions.json"]
+        self.phones = self.model.info.get("phones")
+        mfcc = self.model.info.get("features", {}).get("mfcc", {})
+        # Decoding scores digitally silent audio too (training leaves it out: it cannot be aligned).
+        self.opts = FeatureOpts(**{**mfcc, "min_energy_range": 0.0})
         self.device = device
         self.cmvn = None
+        self._features: Optional[dict] = None
+
+    @property
+    def features(self) -> dict:
+        if self._features is None:
+            self._features = gmm_features(self.gmm_dir, self.model)
+        return self._features
 
     @property
     def num_pdfs(self) -> int:
         return self.ctx.num_pdfs
 
     def fit_cmvn(self, items: Sequence[Item]) -> None:
-        from asr_kd.hmm.features import mfcc_cmvn
-
-        self.cmvn = mfcc_cmvn(items)
+        self.cmvn = mfcc_cmvn(items, self.opts)
 
     def loglikes(self, items: Sequence[Item]) -> Dict[str, torch.Tensor]:
-        from asr_kd.hmm.features import compute_features
-
-        feats, rejected = compute_features(items, cmvn=self.cmvn)
+        feats, rejected = compute_features(items, self.opts, cmvn=self.cmvn)
         gmm = self.model.gmm.to(self.device)
         return {u: gmm.loglikes(torch.from_numpy(x).to(self.device)).float().cpu() for u, x in feats.items()}
 
@@ -69,23 +95,36 @@ class DnnScorer:
     kind = "dnn"
 
     def __init__(self, model_paths: Sequence[Pathlike], device: str = "cpu", dtype: str = "auto"):
-        from asr_kd.nnet.model import Ensemble, load_model
+        from asr_kd.nnet.model import Ensemble, load_model, meta_path
 
         models = [load_model(p, device) for p in model_paths]
         self.model = Ensemble(models)
         meta = models[0].meta
         if "gmm_dir" not in meta or "log_priors" not in meta:
             raise ValueError(f"{model_paths[0]}: model metadata lacks gmm_dir/log_priors; was it trained by asr-kd nnet?")
-        self.gmm_dir = Path(meta["gmm_dir"])
+        self.gmm_dir = meta_path(models[0], "gmm_dir")
         gmm = _load_gmm(self.gmm_dir)
+        self.name = f"{model_paths[0]} (its GMM {self.gmm_dir / 'final.mdl'})"
         self.ctx, self.trans = gmm.ctx, gmm.trans
+        self.phones = gmm.info.get("phones")
         self.model_files = [self.gmm_dir / "tree.json", self.gmm_dir / "transitions.json"]
         self.log_priors = torch.tensor(meta["log_priors"], dtype=torch.float32)
         if self.log_priors.numel() != self.ctx.num_pdfs:
             raise ValueError(f"model has {self.log_priors.numel()} senones but {self.gmm_dir} has {self.ctx.num_pdfs}")
         self.device, self.dtype = device, dtype
         self.cmvn = None
-        self.sampling_rate = meta.get("sampling_rate")
+        rates = {m.meta.get("sampling_rate") for m in models}
+        if len(rates) != 1:
+            raise ValueError(f"ensemble members were trained at different sampling rates {sorted(map(str, rates))}")
+        self.meta = meta
+
+    @property
+    def features(self) -> dict:
+        if self.meta.get("features"):
+            return self.meta["features"]
+        if self.meta.get("sampling_rate"):
+            return feature_config(self.meta["sampling_rate"])
+        raise ValueError(f"{self.name}: model metadata has no sampling rate; was it trained by asr-kd nnet?")
 
     @property
     def num_pdfs(self) -> int:
@@ -106,6 +145,8 @@ class DnnScorer:
         from asr_kd.nnet.train import predict
 
         items = [(u, s, np.asarray(x, dtype=np.float32)) for u, s, x in items if len(x)]
+        if not items:
+            return {}
         cmvn = self.cmvn or self._speaker_cmvn(items)
         feats = [torch.from_numpy(cmvn(x, s)) for _, s, x in items]
         lengths = torch.tensor([len(f) for f in feats])

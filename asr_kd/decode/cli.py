@@ -11,22 +11,31 @@ and ``decode.json`` (scored utterances, empty lattices, real-time factor, the be
 penalty). Tune both on a dev set and pass the chosen ones to the test set with ``--lm-weights W
 --word-ins-penalties P``.
 
-Audio files (wav, flac, ogg/opus; resampled to the model's rate) print one transcript per file::
+Audio files (wav, flac, ogg/opus) print one transcript per file::
 
     asr-kd decode --model exp/dnn_distilled_T2/final.pt --lang-dir data/lang --lm data/lm/G_3gram.fst \\
         --audio a.wav b.flac
+
+They are featurized as the model's training data was (its recorded sampling rate and fbank
+settings: other rates are resampled, several channels mixed down). A file that cannot be decoded
+(unreadable, empty, no samples, too short for one frame, non-finite) is named in one warning with
+the reason and skipped; the others are still transcribed, and the exit status is then 1. A wav
+file shorter than its header declares is decoded as it is, with a warning.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import re
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
+import numpy as np
+import soundfile
 from tqdm import tqdm
 
-from asr_kd.utils import write_json, write_text
+from asr_kd.utils import load_cuts, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "e.g. exp/tri1/graph_3gram for G_3gram.fst, for the GMM and for DNNs trained on its labels)")
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--cuts", type=Path, help="cuts with fbank features and reference transcripts")
-    src.add_argument("--audio", type=Path, nargs="+", help="audio files to transcribe")
+    src.add_argument("--audio", type=Path, nargs="+",
+                     help="audio files to transcribe (resampled to the model's rate, mixed down to mono); a file that "
+                          "cannot be decoded is named in a warning and skipped, and the exit status is then 1")
     parser.add_argument("--out-dir", type=Path, help="decode directory (required with --cuts)")
     parser.add_argument("--lm-weights", type=float, nargs="+", default=[10.0],
                         help="LM weights to score (lattice rescoring; 1/acoustic scale is the first pass)")
@@ -59,25 +70,92 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true")
 
 
-def audio_items(paths: List[Path], sampling_rate: int):
-    """(id, speaker, fbank) for audio files; each file is its own speaker for CMVN."""
-    from lhotse import Fbank, Recording
+def _one_line(e: Exception) -> str:
+    """An exception as one line. lhotse's audio errors list every backend's failure over several
+    lines; the first backend's (libsndfile) message is the telling one."""
+    text = str(e)
+    m = re.search(r"Exception #0 \(.*?\): <class '[\w.]+'>: (.*)", text)
+    return " ".join((m.group(1) if m else f"{type(e).__name__}: {text}").split())[:300]
 
-    from asr_kd.data.features import fbank_config
 
-    extractor = Fbank(fbank_config(sampling_rate))
-    items = []
+def _declared_samples(path: Path) -> Optional[int]:
+    """Samples per channel a wav header declares when the file holds fewer (a truncated file),
+    from libsndfile's parse log ("data : <declared bytes> (should be <bytes present>)")."""
+    try:
+        log_text = soundfile.info(str(path)).extra_info
+    except Exception:
+        return None
+    data = re.search(r"^data\s*:\s*(\d+) \(should be \d+\)", log_text, re.M)
+    block = re.search(r"Block Align\s*:\s*(\d+)", log_text)
+    return int(data.group(1)) // int(block.group(1)) if data and block and int(block.group(1)) else None
+
+
+def load_audio_file(path: Path, sampling_rate: int, resampled: set) -> np.ndarray:
+    """[1, N] samples at ``sampling_rate`` (resampled, mixed down to mono), or ValueError with the
+    reason the file cannot be used. ``resampled`` holds the source rates already logged."""
+    from lhotse import Recording
+
+    if not path.is_file():
+        raise ValueError("no such file")
+    if path.stat().st_size == 0:
+        raise ValueError("empty file (0 bytes)")
+    try:
+        rec = Recording.from_file(path)
+    except Exception as e:
+        raise ValueError(f"unreadable audio ({_one_line(e)})") from e
+    if rec.num_samples == 0:
+        raise ValueError("no audio samples (header only)")
+    declared = _declared_samples(path)
+    if declared and declared > rec.num_samples:
+        log.warning(f"{path}: truncated: its header declares {declared / rec.sampling_rate:.2f} s ({declared} samples) "
+                    f"but it holds {rec.duration:.2f} s ({rec.num_samples}); decoding what is there")
+    if rec.sampling_rate != sampling_rate:
+        if rec.sampling_rate not in resampled:
+            resampled.add(rec.sampling_rate)
+            log.info(f"resampling audio from {rec.sampling_rate} Hz to the model's {sampling_rate} Hz (first: {path})")
+        rec = rec.resample(sampling_rate)
+    cut = rec.to_cut()
+    if len(rec.channel_ids) > 1:
+        log.info(f"{path}: {len(rec.channel_ids)} channels mixed down to mono")
+        cut = cut.to_mono(mono_downmix=True)
+    try:
+        samples = cut.load_audio()
+    except Exception as e:
+        raise ValueError(f"cannot load audio ({_one_line(e)})") from e
+    if not np.isfinite(samples).all():
+        raise ValueError("audio has NaN/inf samples")
+    return samples
+
+
+def audio_items(paths: List[Path], features: dict) -> Tuple[list, Dict[str, str]]:
+    """(id, speaker, fbank) for audio files, featurized with the model's settings (``features``:
+    sampling rate and fbank config), each file its own speaker for CMVN; and the files that
+    could not be used, with the reason (each logged as one warning)."""
+    from lhotse import Fbank
+    from lhotse.utils import compute_num_frames
+
+    from asr_kd.model_info import fbank_of
+
+    rate = features["sampling_rate"]
+    extractor = Fbank(fbank_of(features))
+    items, failures, resampled = [], {}, set()
     for p in paths:
         try:
-            rec = Recording.from_file(p)
-        except Exception as e:
-            log.error(f"{p}: cannot read audio ({type(e).__name__}: {e}); skipped")
+            samples = load_audio_file(Path(p), rate, resampled)
+            if compute_num_frames(samples.shape[1] / rate, extractor.frame_shift, rate) == 0:
+                raise ValueError(f"too short for one frame ({samples.shape[1]} samples at {rate} Hz)")
+            try:
+                feats = extractor.extract(samples, rate)
+            except Exception as e:
+                raise ValueError(f"feature extraction failed ({_one_line(e)})") from e
+            if not np.isfinite(feats).all():
+                raise ValueError("non-finite features")
+        except ValueError as e:
+            failures[str(p)] = str(e)
+            log.warning(f"{p}: skipped: {e}")
             continue
-        if rec.sampling_rate != sampling_rate:
-            rec = rec.resample(sampling_rate)
-        samples = rec.load_audio()[:1]
-        items.append((str(p), str(p), extractor.extract(samples, sampling_rate)))
-    return items
+        items.append((str(p), str(p), feats))
+    return items, failures
 
 
 def scoring_key(lm_weight: float, penalty: float = 0.0) -> str:
@@ -96,12 +174,16 @@ def decode_items(scorer, graph, items, opts, lm_weights, penalties=(0.0,)):
     found: Dict[tuple, Dict[str, Optional[List[int]]]] = {(w, p): {} for w in lm_weights for p in penalties}
     t_am = t_search = 0.0
     empty = 0
+    unscored: List[str] = []
     for batch in tqdm(batches_by_frames(lengths, opts.max_batch_frames), desc="decode", unit="batch", mininterval=10):
         sub = [items[i] for i in batch]
         t0 = time.time()
         scores = scorer.loglikes(sub)
         t1 = time.time()
         ids = [u for u, _, _ in sub if u in scores]
+        unscored += [u for u, _, _ in sub if u not in scores]
+        if not ids:
+            continue
         result = decoder.decode([scores[u] for u in ids], one_best=False)
         # One-best for every LM weight now, so that no lattice outlives its batch (memory).
         for p in penalties:
@@ -112,13 +194,12 @@ def decode_items(scorer, graph, items, opts, lm_weights, penalties=(0.0,)):
         t_am += t1 - t0
     ids = [u for u, _, _ in items]
     hyps = {k: [v.get(u) for u in ids] for k, v in found.items()}
-    return ids, hyps, {"acoustic_s": round(t_am, 2), "search_s": round(t_search, 2), "empty_lattices": empty}
+    return ids, hyps, {"acoustic_s": round(t_am, 2), "search_s": round(t_search, 2), "empty_lattices": empty,
+                       "unscored": unscored}
 
 
 def run(args) -> int:
     import k2  # noqa: F401  (fail early with a clear message if k2 is missing)
-    from lhotse import load_manifest
-
     from asr_kd.decode.acoustic import load_scorer
     from asr_kd.decode.decoder import DecodeOpts
     from asr_kd.decode.graph import build_graph
@@ -127,7 +208,8 @@ def run(args) -> int:
 
     scorer = load_scorer(args.model, args.device)
     graph_dir = args.graph_dir or scorer.gmm_dir / f"graph_{args.lm.stem.removeprefix('G_')}"
-    graph = build_graph(args.lang_dir, args.lm, scorer.ctx, scorer.trans, graph_dir, scorer.model_files)
+    graph = build_graph(args.lang_dir, args.lm, scorer.ctx, scorer.trans, graph_dir, scorer.model_files,
+                        phones=scorer.phones, model_name=scorer.name)
     lang = Lang.load(args.lang_dir)
     id2word = {i: w for w, i in lang.words.items()}
     opts = DecodeOpts(acoustic_scale=args.acoustic_scale, search_beam=args.search_beam, output_beam=args.output_beam,
@@ -136,16 +218,7 @@ def run(args) -> int:
     words = lambda ws: [] if ws is None else [id2word[w] for w in ws]  # noqa: E731
 
     if args.audio:
-        rate = getattr(scorer, "sampling_rate", None) or 16000
-        items = audio_items(args.audio, rate)
-        if not items:
-            log.error("none of the audio files could be read")
-            return 1
-        w, p = args.lm_weights[0], args.word_ins_penalties[0]
-        ids, hyps, _ = decode_items(scorer, graph, items, opts, [w], [p])
-        for u, ws in zip(ids, hyps[w, p]):
-            print(f"{u}\t{' '.join(words(ws))}")
-        return 0
+        return decode_audio(args, scorer, graph, opts, words)
 
     if args.out_dir is None:
         raise SystemExit("--out-dir is required with --cuts")
@@ -155,7 +228,8 @@ def run(args) -> int:
         return 0
     if not args.cuts.is_file():
         raise FileNotFoundError(f"{args.cuts} not found: run the feature stage first")
-    cuts = load_manifest(args.cuts)
+    cuts = load_cuts(args.cuts)
+    _check_cuts_rate(scorer, cuts, args.cuts)
     if args.subset_every > 1:
         ids = sorted(cuts.ids)[:: args.subset_every]
         log.info(f"{args.cuts}: decoding every {args.subset_every}th utterance: {len(ids)} of {len(cuts)}")
@@ -192,6 +266,7 @@ def run(args) -> int:
         "utterances": len(ids),
         "subset_every": args.subset_every,
         "scored": results[best]["utterances"],
+        "excluded_empty_refs": results[best]["excluded_empty_refs"],
         "empty_lattices": timing["empty_lattices"],
         "oov_reference_words": oov_refs,
         "frames": int(sum(len(x) for _, _, x in items)),
@@ -212,3 +287,37 @@ def run(args) -> int:
              f"%WER {results[best]['wer']:.2f} over {len(ids)} utterances ({timing['empty_lattices']} empty lattices), "
              f"RTF {summary['real_time_factor']}")
     return 0
+
+
+def decode_audio(args, scorer, graph, opts, words) -> int:
+    """Print ``file<TAB>transcript`` for each usable file; 1 if any file failed, else 0."""
+    items, failures = audio_items(args.audio, scorer.features)
+    w, p = args.lm_weights[0], args.word_ins_penalties[0]
+    if items:
+        ids, hyps, timing = decode_items(scorer, graph, items, opts, [w], [p])
+        frames = {u: len(x) for u, _, x in items}
+        for u in timing["unscored"]:
+            failures[u] = "no usable features"
+            log.warning(f"{u}: skipped: no usable features")
+        for u, ws in zip(ids, hyps[w, p]):
+            if u in failures:
+                continue
+            if ws is None:
+                log.warning(f"{u}: no path through the graph in {frames[u]} frames (empty lattice): empty transcript")
+            print(f"{u}\t{' '.join(words(ws))}", flush=True)
+    if failures:
+        log.warning(f"{len(failures)} of {len(args.audio)} audio files failed (named above); "
+                    f"{len(args.audio) - len(failures)} transcribed")
+        return 1
+    return 0
+
+
+def _check_cuts_rate(scorer, cuts, path) -> None:
+    """Cuts at another rate than the model's features were made for another model."""
+    try:
+        rate = scorer.features["sampling_rate"]
+    except ValueError:
+        return  # an older GMM that records no rate: nothing to check against
+    found = {c.sampling_rate for c in cuts.subset(first=1)}
+    if found and found != {rate}:
+        raise ValueError(f"{path}: cuts at {found.pop()} Hz but {scorer.name} was trained on {rate} Hz features")

@@ -18,7 +18,9 @@ the number of HMM states. :mod:`asr_kd.hmm` provides both.
 
 The graph is cached in ``graph_dir`` (``HCLG.pt`` for k2, ``HCLG.fst`` in OpenFst's binary format
 for Kaldi's decoders, same labels) together with a fingerprint of its inputs, and rebuilt only
-when one of them changes.
+when one of them changes. Given the model's phone set (``phones``, ``model_name``), the lang's
+must be the same (:func:`asr_kd.model_info.check_phones`): a graph over other phone ids would
+decode garbage.
 """
 from __future__ import annotations
 
@@ -28,9 +30,10 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from asr_kd.lang import Lang
+from asr_kd.model_info import check_phones
 from asr_kd.utils import Pathlike, atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -159,16 +162,22 @@ def build_graph(
     model_files: Sequence[Pathlike] = (),
     self_loop_scale: float = 0.1,
     force: bool = False,
+    phones: Optional[dict] = None,
+    model_name: Optional[str] = None,
 ):
     """Build (or load from ``graph_dir``) the k2 HCLG for a model; returns the k2 Fsa.
 
-    ``model_files`` (tree, transition model) are part of the cache fingerprint.
+    ``model_files`` (tree, transition model) are part of the cache fingerprint. With
+    ``model_name``, the model's phone set (``phones``, or for older models the phone ids of
+    ``trans``) is checked against the lang's first.
     """
     import k2
     import torch
 
     graph_dir = Path(graph_dir)
     lang_dir = Path(lang_dir)
+    if model_name is not None:
+        check_phones(phones, model_name, lang_dir, trans.loop.keys())
     inputs = [lang_dir / "L_disambig.fst", lang_dir / "words.txt", g_path, *model_files]
     fingerprint = _fingerprint(inputs, {"self_loop_scale": self_loop_scale, "version": 2})
     meta_path, fsa_path, fst_path = graph_dir / "HCLG.json", graph_dir / "HCLG.pt", graph_dir / "HCLG.fst"

@@ -11,6 +11,8 @@ Typical recipe use::
                       --out-cuts data/senones/X_cuts_train.jsonl.gz
 
 Every step skips its work when its outputs exist (``--force`` redoes it) and writes atomically.
+``final.mdl`` records the model's feature settings (sampling rate, fbank, MFCC) and the phone set
+of its lang; a step that uses a model with a lang directory refuses a lang with other phones.
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ import argparse
 import logging
 import time
 from pathlib import Path
+
+from asr_kd.model_info import check_phones, feature_config, phone_table
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +144,31 @@ def load_data(cuts_path, max_utts: int = 0):
     return cuts, feats, texts, rejected
 
 
+def model_info(cuts, cuts_path, lang_dir) -> dict:
+    """What final.mdl records of how the model was made (see asr_kd.model_info)."""
+    from dataclasses import asdict
+
+    from asr_kd.hmm.features import FeatureOpts
+
+    rates = sorted({c.sampling_rate for c in cuts})
+    if len(rates) != 1:
+        raise ValueError(f"{cuts_path}: cuts at several sampling rates {rates}; a model is trained at one")
+    return {"features": feature_config(rates[0], asdict(FeatureOpts())), "phones": phone_table(lang_dir),
+            "train_cuts": str(Path(cuts_path).resolve())}
+
+
+def load_model_checked(model_dir, lang_dir):
+    """``model_dir/final.mdl``, after checking that its phone set is the lang's."""
+    from asr_kd.hmm.train import GmmHmm
+
+    path = Path(model_dir) / "final.mdl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: train the GMM system first")
+    model = GmmHmm.load(path)
+    check_phones(model.info.get("phones"), str(path), lang_dir, model.trans.topo.phones)
+    return model
+
+
 def _align_opts(args):
     from asr_kd.hmm.align import AlignOpts
 
@@ -171,6 +200,8 @@ def run(args) -> int:
         return _kaldi_compare(args)
     if step == "ctm":
         lang = LangInfo.load(args.lang_dir)
+        if (Path(args.ali_dir) / "final.mdl").is_file():  # a model dir (an align dir has no model)
+            load_model_checked(args.ali_dir, args.lang_dir)
         write_ctm(args.out, load_alignments(Path(args.ali_dir) / "ali.pt"), lang.phone_names)
         return 0
     if step == "labels":
@@ -199,15 +230,16 @@ def run(args) -> int:
         logger.info("%s is done and newer than its inputs; skipping (use --force to redo)", out_dir)
         return 0
     t0 = time.time()
+    prev = None if step == "mono" else load_model_checked(args.ali_dir if step == "tri" else args.model_dir,
+                                                          args.lang_dir)
     cuts, feats, texts, rejected = load_data(args.cuts, args.max_utts)
-    from asr_kd.hmm.train import GmmHmm, train_mono, train_tri
+    from asr_kd.hmm.train import train_mono, train_tri
 
     if step == "mono":
         model, alis, failures, history = train_mono(lang, feats, texts, _train_opts(args), args.num_states,
                                                     args.num_sil_states, args.device, args.progress)
         extra = {}
     elif step == "tri":
-        prev = GmmHmm.load(Path(args.ali_dir) / "final.mdl")
         prev_alis = load_alignments(Path(args.ali_dir) / "ali.pt")
         prev_alis = {u: a for u, a in prev_alis.items() if u in feats and feats[u].shape[0] == a.num_frames}
         model, alis, failures, history, extra = train_tri(prev, prev_alis, feats, texts, lang, args.num_leaves,
@@ -217,7 +249,7 @@ def run(args) -> int:
     else:  # align
         from asr_kd.hmm.align import ForcedAligner
 
-        model = GmmHmm.load(Path(args.model_dir) / "final.mdl")
+        model = prev
         t1 = time.time()
         aligner = ForcedAligner(model.gmm, model.ctx, model.trans, lang, _align_opts(args), args.device)
         alis, failures = aligner.align(feats, texts, progress=True)
@@ -239,6 +271,8 @@ def run(args) -> int:
     extra["seconds"] = round(time.time() - t0, 1)
     extra["peak_rss_mb"] = _peak_rss_mb()
     extra["frames"] = int(sum(f.shape[0] for f in feats.values()))
+    model.info = model_info(cuts, args.cuts, args.lang_dir)
+    extra["train_cuts"] = model.info["train_cuts"]
     save_model_dir(out_dir, model, alis, failures, history, lang, extra)
     logger.info("%s: %d/%d utterances aligned, %d pdfs, %d Gaussians (%.0f s)", out_dir, len(alis), len(texts),
                 model.ctx.num_pdfs, model.gmm.total_gauss(), time.time() - t0)
@@ -296,13 +330,13 @@ def _kaldi_compare(args) -> int:
     from asr_kd.hmm.align import ForcedAligner
     from asr_kd.hmm.kaldi_peer import compare, run_kaldi_mono
     from asr_kd.hmm.lang_io import LangInfo
-    from asr_kd.hmm.train import GmmHmm, train_mono
+    from asr_kd.hmm.train import train_mono
     from asr_kd.utils import write_json
 
     lang = LangInfo.load(args.lang_dir)
+    model = load_model_checked(args.model_dir, args.lang_dir)
     cuts, feats, texts, rejected = load_data(args.cuts, args.max_utts)
     texts = {u: w for u, w in texts.items() if u in feats}
-    model = GmmHmm.load(Path(args.model_dir) / "final.mdl")
     if model.ctx.to_dict()["type"] != "monophone":
         raise SystemExit(f"{args.model_dir} is not a monophone model")
     ours, _ = ForcedAligner(model.gmm, model.ctx, model.trans, lang, _align_opts(args)).align(feats, texts)

@@ -26,24 +26,30 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class GmmHmm:
-    """An acoustic model: context dependency (tree), transition model and GMMs."""
+    """An acoustic model: context dependency (tree), transition model and GMMs.
+
+    ``info`` records how it was made (``asr_kd.model_info``): ``features`` (sampling rate, fbank
+    and MFCC settings), ``phones`` (the phone set of its lang) and ``train_cuts``; empty for models
+    trained before it was saved."""
 
     ctx: object
     trans: TransitionModel
     gmm: DiagGmmSet
+    info: dict = field(default_factory=dict)
 
     def save(self, path) -> None:
         from asr_kd.utils import atomic_path
 
         with atomic_path(path) as tmp:
-            torch.save({"gmm": self.gmm.state_dict(), "trans": self.trans.to_dict(), "ctx": self.ctx.to_dict()}, tmp)
+            torch.save({"gmm": self.gmm.state_dict(), "trans": self.trans.to_dict(), "ctx": self.ctx.to_dict(),
+                        "info": self.info}, tmp)
 
     @classmethod
     def load(cls, path) -> "GmmHmm":
         d = torch.load(path, map_location="cpu", weights_only=False)  # torch >= 2.6 defaults to True
         trans = TransitionModel.from_dict(d["trans"])
         ctx = context_from_dict(d["ctx"], trans.topo)
-        return cls(ctx, trans, DiagGmmSet.from_state_dict(d["gmm"]))
+        return cls(ctx, trans, DiagGmmSet.from_state_dict(d["gmm"]), d.get("info", {}))
 
 
 def context_from_dict(d: dict, topo: HmmTopology):

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from asr_kd.utils import read_json, write_json
+from asr_kd.utils import UserError, error_text, load_cuts, outputs_fresh, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -95,22 +95,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_frames(cuts_path: Path, cache: Path = None):
     """A FrameSet for a cuts manifest, per-speaker CMVN, from the cache when it is fresh."""
-    from lhotse import load_manifest
-
     from asr_kd.data.features import Cmvn, compute_cmvn_stats
     from asr_kd.nnet.data import FrameSet
-    from asr_kd.utils import outputs_fresh
 
     if not cuts_path.is_file():
         raise FileNotFoundError(f"{cuts_path} not found: run the alignment (senone labels) stage first")
+    source = str(cuts_path.resolve())
     if cache is not None and outputs_fresh([cache], [cuts_path]):
-        return FrameSet.load(cache)
-    cuts = load_manifest(cuts_path)
-    frames, report = FrameSet.from_cuts(cuts, Cmvn(compute_cmvn_stats(cuts), mode="speaker"))
+        frames = FrameSet.load(cache, source)
+        if frames is not None:
+            return frames
+        log.info(f"{cache} was made from another manifest than {cuts_path}: rebuilding it")
+    cuts = load_cuts(cuts_path)
+    try:
+        frames, report = FrameSet.from_cuts(cuts, Cmvn(compute_cmvn_stats(cuts), mode="speaker"))
+    except FileNotFoundError as e:
+        raise UserError(f"{error_text(e)} (read through {cuts_path}): redo the stage that wrote it (features: asr-kd "
+                        "fbank; senone labels: asr-kd gmm labels)") from e
     log.info(f"{cuts_path}: {report['cuts']} cuts, {report['frames']} frames; skipped "
              f"{len(report['no_labels'])} without labels, {len(report['length_mismatch'])} with a length mismatch")
     if cache is not None:
-        frames.save(cache)
+        frames.save(cache, source)
     return frames
 
 
@@ -155,7 +160,7 @@ def run(args) -> int:
     else:
         train_utts, dev_utts = _splits(frames, args.dev_fraction, args.dev_seed, args.subset_fraction, args.subset_seed)
         if not dev_utts:
-            raise SystemExit("the dev split is empty: raise --dev-fraction (needs at least two speakers)")
+            raise UserError("the dev split is empty: raise --dev-fraction (needs at least two speakers)")
         dev_set = frames.subset(dev_utts)
     train_set = frames.subset(train_utts)
     model_cfg = DnnConfig.from_preset(

@@ -10,8 +10,8 @@ Presets (every size is also a setting):
 | ``tiny`` | 2 x 64 | 3, 2 | tiny | tests |
 
 A saved model (``final.pt``) carries everything decoding needs: the config, the senone
-log-priors, the CMVN statistics, the fbank settings, and the path of the tree / transition model
-that defines its senones.
+log-priors, the CMVN statistics, the sampling rate and fbank settings, and the (absolute) path of
+the GMM directory whose tree / transition model define its senones and whose phone set it shares.
 """
 from __future__ import annotations
 
@@ -22,7 +22,11 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
+from asr_kd.model_info import feature_config, resolve_path
 from asr_kd.utils import Pathlike, atomic_path
+
+# Metadata entries that are paths (a list for teachers): saved absolute, resolved when loaded.
+META_PATHS = ("gmm_dir", "train_cuts", "teachers")
 
 PRESETS: Dict[str, dict] = {
     "paper": dict(hidden_layers=8, hidden_dim=2560, left_context=20, right_context=5),
@@ -78,20 +82,53 @@ class Dnn(nn.Module):
 
 
 def save_model(path: Pathlike, model: Dnn, meta: Optional[dict] = None) -> None:
-    """The model with what decoding needs (``meta``: priors, cmvn, fbank config, tree path...)."""
+    """The model with what decoding needs (``meta``: priors, cmvn, sampling rate, GMM dir...).
+
+    Paths in ``meta`` are stored absolute, so the model decodes from any directory; the fbank
+    settings of its sampling rate are added as ``meta["features"]``."""
+    meta = dict(meta or {})
+    for key in META_PATHS:
+        if isinstance(meta.get(key), (list, tuple)):
+            meta[key] = [str(Path(p).resolve()) for p in meta[key]]
+        elif meta.get(key) is not None:
+            meta[key] = str(Path(meta[key]).resolve())
+    if meta.get("sampling_rate") and "features" not in meta:
+        meta["features"] = feature_config(meta["sampling_rate"])
     with atomic_path(path) as tmp:
-        torch.save({"config": asdict(model.cfg), "state_dict": model.state_dict(), "meta": meta or {}}, tmp)
+        torch.save({"config": asdict(model.cfg), "state_dict": model.state_dict(), "meta": meta}, tmp)
 
 
 def load_model(path: Pathlike, device: str = "cpu") -> Dnn:
-    """A saved model in eval mode; ``model.meta`` holds the saved metadata."""
+    """A saved model in eval mode; ``model.meta`` holds the saved metadata, ``model.path`` its file.
+
+    Relative paths in the metadata (models saved before paths were stored absolute) are resolved
+    as :func:`asr_kd.model_info.resolve_path`; one found nowhere is left as stored (see :func:`meta_path`)."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such model (run the training stage first)")
     d = torch.load(path, map_location=device)
     model = Dnn(DnnConfig(**d["config"]))
     model.load_state_dict(d["state_dict"])
-    model.meta = d.get("meta", {})
+    meta = d.get("meta", {})
+    for key in META_PATHS:
+        value = meta.get(key)
+        if isinstance(value, (list, tuple)):
+            meta[key] = [str(resolve_path(p, path) or p) for p in value]
+        elif value is not None:
+            meta[key] = str(resolve_path(value, path) or value)
+    model.meta, model.path = meta, Path(path)
     return model.to(device).eval()
+
+
+def meta_path(model: Dnn, key: str) -> Path:
+    """An existing path from the model's metadata, or FileNotFoundError saying where it was looked for."""
+    value = model.meta.get(key)
+    if value is None:
+        raise ValueError(f"{model.path}: model metadata has no {key}; was it trained by asr-kd nnet?")
+    p = Path(value)
+    if not p.exists():
+        where = "" if p.is_absolute() else f" (looked in {Path.cwd()} and beside {model.path.resolve()} and above)"
+        raise FileNotFoundError(f"{model.path}: its {key} {value} does not exist{where}")
+    return p
 
 
 class Ensemble(nn.Module):

@@ -18,6 +18,7 @@ A NaN/inf loss stops the run with an error naming the epoch and batch (the last 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -32,7 +33,7 @@ from tqdm import tqdm
 from asr_kd.distill import distillation_loss, ensemble_probs
 from asr_kd.nnet.data import FrameSet, frame_batches
 from asr_kd.nnet.model import Dnn, DnnConfig, Ensemble, save_model
-from asr_kd.utils import Pathlike, atomic_path, autocast, read_json, resolve_dtype, write_json
+from asr_kd.utils import Pathlike, atomic_path, autocast, read_json, resolve_dtype, training_lock, write_json
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +274,24 @@ SHARED_SETTINGS = ("batch_size", "seed", "max_frames_per_epoch", "freq_mask", "t
 
 
 def train_together(
+    exp_dirs: Sequence[Pathlike],
+    model_cfg: DnnConfig,
+    cfgs: Sequence[TrainConfig],
+    train_set: FrameSet,
+    dev_set: FrameSet,
+    teachers: Optional[Ensemble] = None,
+    meta: Optional[dict] = None,
+) -> List[dict]:
+    """:func:`_train_together` holding each ``exp_dir``'s training lock (rank 0 takes it for all
+    ranks): a second training in the same directory fails at once instead of mixing checkpoints."""
+    with contextlib.ExitStack() as locks:
+        if int(os.environ.get("RANK", "0")) == 0:
+            for d in exp_dirs:
+                locks.enter_context(training_lock(d))
+        return _train_together(exp_dirs, model_cfg, cfgs, train_set, dev_set, teachers, meta)
+
+
+def _train_together(
     exp_dirs: Sequence[Pathlike],
     model_cfg: DnnConfig,
     cfgs: Sequence[TrainConfig],

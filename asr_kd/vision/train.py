@@ -35,6 +35,7 @@ Used by the image recipes (MNIST, CIFAR-100 specialists). The losses come from
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -48,7 +49,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from asr_kd.distill import distillation_loss, tempered_softmax
-from asr_kd.utils import atomic_path, autocast, resolve_dtype, seed_everything
+from asr_kd.utils import atomic_path, autocast, resolve_dtype, seed_everything, training_lock
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +228,13 @@ def train_classifier(
     eval_fn: Optional[Callable[[nn.Module, int], Dict[str, float]]] = None,
     checkpoint: Optional[Path] = None,
 ) -> TrainHistory:
-    """Train ``model`` in place on ``x`` (``[N, ...]``) and return its history (see module doc)."""
+    """Train ``model`` in place on ``x`` (``[N, ...]``) and return its history (see module doc).
+    With a ``checkpoint``, a second run on the same checkpoint fails at once (see :func:`training_lock`)."""
+    with training_lock(checkpoint) if checkpoint is not None else contextlib.nullcontext():
+        return _train_classifier(model, x, y, config, soft_targets, teacher, augment, eval_fn, checkpoint)
+
+
+def _train_classifier(model, x, y, config, soft_targets, teacher, augment, eval_fn, checkpoint) -> TrainHistory:
     cfg = config or TrainConfig()
     n = x.shape[0]
     if y is None and soft_targets is None and teacher is None:

@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 cmdline=./run.sh; [ $# -eq 0 ] || cmdline+=$(printf " %q" "$@")   # the exact command, for RESULTS.md
 . ../../local/defaults.sh
+max_stage=3    # the last stage (local/data_stages.sh)
 
 corpus_dir=download/LibriSpeech
 parts="train-clean-5 dev-clean-2"   # mini-LibriSpeech; e.g. "train-clean-100 dev-clean test-clean"

@@ -11,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 stage=0
 stop_stage=100
+max_stage=6
 quick=false          # few epochs on a subset; models and RESULTS.md in exp/quick/ (minutes)
 force=false          # redo stages whose outputs exist
 mnist_dir=           # local directory with the 4 IDX .gz files (default: $CORPORA/mnist)

@@ -9,6 +9,7 @@ cd "$(dirname "$0")"
 
 stage=0
 stop_stage=100
+max_stage=6
 quick=false          # true: tiny settings (minutes), written to exp/quick/ instead of RESULTS.md here
 corpus_dir=          # default: $CORPORA/cifar100 (the shared copy), else downloaded
 data_dir=data

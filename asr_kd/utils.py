@@ -123,6 +123,21 @@ def load_cuts(path: Pathlike, missing_hint: str = ""):
     return manifest
 
 
+def iter_cuts(path: Pathlike, missing_hint: str = "") -> Iterator[Any]:
+    """The cuts of the manifest ``path`` read lazily (one at a time: for a manifest too big to
+    hold), with :func:`load_cuts`'s one-line errors; a truncated file fails when it is reached."""
+    from lhotse import load_manifest_lazy
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} not found" + (f": {missing_hint}" if missing_hint else ""))
+    try:
+        yield from load_manifest_lazy(path)
+    except (OSError, EOFError, zlib.error, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path}: unreadable manifest ({type(e).__name__}: {e}): truncated or not a "
+                        "manifest; redo the stage that wrote it") from e
+
+
 def write_text(path: Pathlike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -10,7 +10,11 @@ Typical recipe use::
     asr-kd gmm labels --cuts data/fbank/X_cuts_train.jsonl.gz --ali-dir exp/tri1 \\
                       --out-cuts data/senones/X_cuts_train.jsonl.gz
 
-Every step skips its work when its outputs exist (``--force`` redoes it) and writes atomically.
+Every step skips its work when its outputs exist and are newer than its inputs (``--force`` redoes
+it) and writes atomically. The file the skip looks at (``final.mdl`` of mono and tri, ``ali.pt`` of
+align, the ``--out-cuts`` manifest of labels) is removed before a redo rewrites anything and written
+last, so a redo killed halfway is redone by the next run. A second mono, tri or align into the same
+directory while one runs fails at once.
 ``final.mdl`` records the model's feature settings (sampling rate, fbank, MFCC) and the phone set
 of its lang; a step that uses a model with a lang directory refuses a lang with other phones.
 """
@@ -125,11 +129,10 @@ def _peak_rss_mb() -> float:
 
 def load_data(cuts_path, max_utts: int = 0):
     """Cuts, features (MFCC + CMVN + deltas), transcripts and feature rejections."""
-    from lhotse import load_manifest
-
     from asr_kd.hmm.features import features_from_cuts
+    from asr_kd.utils import load_cuts
 
-    cuts = load_manifest(cuts_path)
+    cuts = load_cuts(cuts_path, "run the fbank stage first")
     if max_utts:
         cuts = cuts.subset(first=max_utts)
     t0 = time.time()
@@ -169,6 +172,13 @@ def load_model_checked(model_dir, lang_dir):
     return model
 
 
+def _need(path: Path, hint: str) -> Path:
+    """``path``, or a one-line error naming it and what makes it."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {hint}")
+    return path
+
+
 def _align_opts(args):
     from asr_kd.hmm.align import AlignOpts
 
@@ -190,9 +200,8 @@ def run(args) -> int:
     torch.set_num_threads(getattr(args, "num_threads", 1))
     step = args.gmm_step
     from asr_kd.hmm.lang_io import LangInfo
-    from asr_kd.hmm.output import (attach_senones, load_alignments, save_alignments, save_model_dir,
-                                   senone_priors, write_ctm)
-    from asr_kd.utils import outputs_fresh, write_json
+    from asr_kd.hmm.output import attach_senones, load_alignments, write_ctm
+    from asr_kd.utils import outputs_fresh
 
     if step == "report":
         return _report(args)
@@ -208,12 +217,12 @@ def run(args) -> int:
         if outputs_fresh([args.out_cuts], [Path(args.ali_dir) / "ali.pt", args.cuts]) and not args.force:
             logger.info("%s is newer than its alignment; skipping (use --force to redo)", args.out_cuts)
             return 0
-        from lhotse import load_manifest
+        from asr_kd.utils import atomic_path, load_cuts
 
-        from asr_kd.utils import atomic_path
-
-        cuts = load_manifest(args.cuts)
-        alis = load_alignments(Path(args.ali_dir) / "ali.pt")
+        cuts = load_cuts(args.cuts, "run the fbank stage first")
+        alis = load_alignments(_need(Path(args.ali_dir) / "ali.pt", "train or align the GMM system first"))
+        # the old manifest goes before its label arrays are overwritten; the new one comes last
+        Path(args.out_cuts).unlink(missing_ok=True)
         storage = args.storage_dir or str(Path(args.out_cuts).parent / (Path(args.out_cuts).name.split(".")[0] + "_senone"))
         out, counts = attach_senones(cuts, alis, storage)
         with atomic_path(args.out_cuts) as tmp:
@@ -226,6 +235,16 @@ def run(args) -> int:
     # Redone when what it was made from is newer: the monophone alignment for tri, the model for align.
     inputs = ([Path(args.ali_dir) / "ali.pt"] if step == "tri" else
               [Path(args.model_dir) / "final.mdl"] if step == "align" else [])
+    from asr_kd.utils import training_lock
+
+    with training_lock(out_dir):
+        return _train_or_align(args, step, lang, out_dir, inputs)
+
+
+def _train_or_align(args, step, lang, out_dir, inputs) -> int:
+    from asr_kd.hmm.output import load_alignments, save_alignments, save_model_dir, senone_priors, write_ctm
+    from asr_kd.utils import outputs_fresh, write_json
+
     if outputs_fresh([out_dir / ("final.mdl" if step != "align" else "ali.pt")], [args.cuts, *inputs]) and not args.force:
         logger.info("%s is done and newer than its inputs; skipping (use --force to redo)", out_dir)
         return 0
@@ -240,7 +259,7 @@ def run(args) -> int:
                                                     args.num_sil_states, args.device, args.progress)
         extra = {}
     elif step == "tri":
-        prev_alis = load_alignments(Path(args.ali_dir) / "ali.pt")
+        prev_alis = load_alignments(_need(Path(args.ali_dir) / "ali.pt", "train the monophone system first"))
         prev_alis = {u: a for u, a in prev_alis.items() if u in feats and feats[u].shape[0] == a.num_frames}
         model, alis, failures, history, extra = train_tri(prev, prev_alis, feats, texts, lang, args.num_leaves,
                                                           _train_opts(args), args.min_leaf_count, args.device,
@@ -257,6 +276,7 @@ def run(args) -> int:
         failures.update({u: r for u, r in rejected.items()})
         frames = sum(a.num_frames for a in alis.values())
         out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "ali.pt").unlink(missing_ok=True)  # the step's marker: goes first, comes back last
         write_json(out_dir / "ali_failures.json", failures)
         write_json(out_dir / "priors.json", senone_priors(alis, model.ctx.num_pdfs))
         write_ctm(out_dir / "phones.ctm", alis, lang.phone_names)

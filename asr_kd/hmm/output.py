@@ -85,8 +85,10 @@ def attach_senones(cuts, alis: Dict[str, Alignment], storage_dir, field: str = "
 
 def save_model_dir(exp_dir, model, alis, failures, history, lang, extra: Optional[dict] = None) -> None:
     """Write everything a model directory holds (see the module doc); final.mdl last, since its
-    presence marks the step as done."""
+    presence marks the step as done. An old final.mdl goes first: a redo killed halfway leaves
+    no model, not an old one beside the new alignment."""
     exp_dir = Path(exp_dir)
+    (exp_dir / "final.mdl").unlink(missing_ok=True)
     exp_dir.mkdir(parents=True, exist_ok=True)
     write_json(exp_dir / "tree.json", model.ctx.to_dict())
     write_json(exp_dir / "transitions.json", model.trans.to_dict())

@@ -33,7 +33,7 @@ from asr_kd.lang.lexicon import (
     read_lexicon,
     write_lexicon,
 )
-from asr_kd.utils import Pathlike, atomic_path, outputs_exist, read_json, write_json, write_text
+from asr_kd.utils import Pathlike, atomic_path, iter_cuts, outputs_exist, read_json, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -174,11 +174,9 @@ class Lang:
 
 
 def transcript_words(cuts_paths: Sequence[Pathlike]) -> Counter:
-    from lhotse import load_manifest_lazy
-
     counts: Counter = Counter()
     for path in cuts_paths:
-        for cut in load_manifest_lazy(path):
+        for cut in iter_cuts(path, "run the prepare stage first"):
             for sup in cut.supervisions:
                 counts.update(normalize_text(sup.text or "").split())
     return counts
@@ -197,6 +195,9 @@ def prepare_lang(
 ) -> dict:
     """Build ``lang_dir`` from the transcripts of ``vocab_cuts`` and an optional corpus lexicon.
 
+    Skipped when ``L.fst``, ``L_disambig.fst`` and ``lang_stats.json`` exist (unless ``force``);
+    the last two are written last and removed before a redo rewrites anything, so that they
+    mark a complete lang directory even after a killed ``--force`` run.
     ``report_cuts`` maps a split name to a cuts manifest whose OOV rate is reported (not added).
     """
     lang_dir = Path(lang_dir)
@@ -224,6 +225,10 @@ def prepare_lang(
     phones = {p: i for i, p in enumerate(phone_list)}
     words = {w: i for i, w in enumerate(word_list)}
 
+    # Redoing: the files that mark the stage complete go first, so that a run killed while
+    # the others are being replaced is redone, not taken for a finished lang (they come back last).
+    for marker in (lang_dir / "L_disambig.fst", stats_path):
+        marker.unlink(missing_ok=True)
     lang_dir.mkdir(parents=True, exist_ok=True)
     write_text(lang_dir / "phones.txt", symbol_table_text(phone_list))
     write_text(lang_dir / "words.txt", symbol_table_text(word_list))

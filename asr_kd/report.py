@@ -67,11 +67,11 @@ def add_gain_recovered(rows: list) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--recipe-dir", type=Path, default=Path("."))
-    parser.add_argument("--table", required=True)
-    parser.add_argument("--system", required=True)
-    parser.add_argument("--set", dest="set_name", required=True, choices=["train", "dev", "test"])
-    parser.add_argument("--decode-dir", type=Path)
+    parser.add_argument("--recipe-dir", type=Path, default=Path("."), help="where RESULTS.md and results.json are")
+    parser.add_argument("--table", required=True, help="table title (one section of RESULTS.md)")
+    parser.add_argument("--system", required=True, help="row name; a row of the same system and set is replaced")
+    parser.add_argument("--set", dest="set_name", required=True, choices=["train", "dev", "test"], help="which set the row measures")
+    parser.add_argument("--decode-dir", type=Path, help="a decode directory: WER, LM weight, RTF from its decode.json")
     parser.add_argument("--frame-accuracy", type=Path, help="JSON from asr-kd nnet eval")
     parser.add_argument("--summary", type=Path, help="a model's summary.json")
     parser.add_argument("--field", nargs="*", default=[], metavar="KEY=VALUE", help="extra columns")

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", nargs="+", required=True,
                         help="a GMM dir (final.mdl), or DNN final.pt file(s): several make an ensemble")
-    parser.add_argument("--lang-dir", type=Path, required=True)
+    parser.add_argument("--lang-dir", type=Path, required=True, help="lang directory (words.txt, L_disambig.fst)")
     parser.add_argument("--lm", type=Path, required=True, help="G.fst (from asr-kd lm)")
     parser.add_argument("--graph-dir", type=Path, help="HCLG cache (default: <dir of the GMM that defines the senones>/graph_<LM name without 'G_'>, "
                              "e.g. exp/tri1/graph_3gram for G_3gram.fst, for the GMM and for DNNs trained on its labels)")
@@ -57,17 +57,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="LM weights to score (lattice rescoring; 1/acoustic scale is the first pass)")
     parser.add_argument("--word-ins-penalties", type=float, nargs="+", default=[0.0],
                         help="word insertion penalties to score with each LM weight (Kaldi's score.sh: 0.0 0.5 1.0)")
-    parser.add_argument("--acoustic-scale", type=float, default=0.1)
+    parser.add_argument("--acoustic-scale", type=float, default=0.1, help="acoustic scale of the first pass")
     parser.add_argument("--search-beam", type=float, default=13.0, help="Kaldi's --beam (decode.sh default)")
     parser.add_argument("--output-beam", type=float, default=6.0, help="Kaldi's --lattice-beam")
     parser.add_argument("--max-active", type=int, default=7000, help="Kaldi's --max-active")
-    parser.add_argument("--min-active", type=int, default=30)
+    parser.add_argument("--min-active", type=int, default=30, help="fewest active states per frame")
     parser.add_argument("--max-batch-frames", type=int, default=10000, help="frames per k2 batch (memory)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (acoustic scores and search)")
     parser.add_argument("--subset-every", type=int, default=1,
                         help="decode only every K-th utterance (sorted by id): a fixed, recorded test subset for "
                              "slow CPU runs; decode.json and the WER line name it")
-    parser.add_argument("--force", action="store_true")
+    parser.add_argument("--force", action="store_true", help="decode again even if --out-dir has a decode.json")
 
 
 def _one_line(e: Exception) -> str:

@@ -26,9 +26,14 @@ from pathlib import Path
 
 import torch
 
+from asr_kd.config import add_flags, config_flags, config_values
+from asr_kd.nnet.model import PRESETS
+from asr_kd.nnet.train import TrainConfig
 from asr_kd.utils import UserError, error_text, load_cuts, outputs_fresh, read_json, write_json
 
 log = logging.getLogger(__name__)
+
+DEFAULT_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,57 +45,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--exp-dir", type=Path, nargs="+", required=True,
                    help="where the model goes; one per --temperature when several are given")
     p.add_argument("--frames-cache", type=Path, help="cache of the loaded frames (speeds up later runs)")
-    p.add_argument("--preset", default="cpu", help="paper, cpu, small, tiny")
-    p.add_argument("--hidden-layers", type=int)
-    p.add_argument("--hidden-dim", type=int)
-    p.add_argument("--left-context", type=int)
-    p.add_argument("--right-context", type=int)
+    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS),
+                   help="network size: paper 8x2560, cpu 4x1024, small 3x512, tiny 2x64 (asr_kd/nnet/model.py)")
+    p.add_argument("--hidden-layers", type=int, help="hidden layers (default: the preset's)")
+    p.add_argument("--hidden-dim", type=int, help="units per hidden layer (default: the preset's)")
+    p.add_argument("--left-context", type=int, help="frames of left context in the input window (default: the preset's)")
+    p.add_argument("--right-context", type=int, help="frames of right context (default: the preset's)")
     p.add_argument("--dropout", type=float, help="dropout after each hidden layer (default: the preset's, 0)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay of the optimizer")
-    p.add_argument("--freq-mask", type=int, default=0,
-                   help="SpecAugment: zero up to this many consecutive mel bins of each training window (0 = off)")
-    p.add_argument("--time-mask", type=int, default=0,
-                   help="SpecAugment: zero up to this many consecutive frames of each training window (0 = off)")
-    p.add_argument("--patience", type=int, default=3, help="early stopping (epochs without dev improvement; 0 = off)")
-    p.add_argument("--max-frames-per-epoch", type=int, default=0)
-    p.add_argument("--grad-clip", type=float, default=0.0, help="clip the gradient's L2 norm to this (0 = off)")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto",
-                   help="auto: bf16 where the hardware has fast bf16 (AVX-512 BF16, AMX, CUDA), else fp32")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_flags(p, config_flags(TrainConfig))
+    p.add_argument("--device", default=DEFAULT_DEVICE, help="cpu or cuda")
     p.add_argument("--dev-cuts", type=Path, help="labelled dev cuts for early stopping (else --dev-fraction)")
     p.add_argument("--dev-fraction", type=float, default=0.05, help="without --dev-cuts: train speakers held out")
-    p.add_argument("--dev-seed", type=int, default=0)
-    p.add_argument("--subset-fraction", type=float, default=1.0, help="train on this fraction of utterances")
-    p.add_argument("--subset-seed", type=int, default=0)
+    p.add_argument("--dev-seed", type=int, default=0, help="which speakers --dev-fraction holds out")
+    p.add_argument("--subset-fraction", type=float, default=1.0,
+                   help="train on this fraction of the utterances (the paper's 3%% experiment: 0.03)")
+    p.add_argument("--subset-seed", type=int, default=0, help="which utterances --subset-fraction keeps")
     p.add_argument("--teachers", type=Path, nargs="*", default=[], help="teacher final.pt files: distillation")
     p.add_argument("--temperature", type=float, nargs="+", default=[1.0],
                    help="distillation temperature; several train one student each, sharing the teachers' pass")
-    p.add_argument("--hard-weight", type=float, default=0.5)
-    p.add_argument("--soft-weight", type=float, default=1.0)
-    p.add_argument("--ensemble-method", choices=["arithmetic", "geometric"], default="arithmetic")
-    p.add_argument("--logit-matching", action="store_true", help="match zero-meaned logits instead (high-T limit)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
 
     p = sub.add_parser("eval", help="frame accuracy of a model or an ensemble", formatter_class=fmt)
-    p.add_argument("--models", type=Path, nargs="+", required=True)
+    p.add_argument("--models", type=Path, nargs="+", required=True,
+                   help="final.pt files; several are scored as an ensemble (mean of their distributions)")
     p.add_argument("--cuts", type=Path, required=True, help="cuts with 'senone' labels")
-    p.add_argument("--frames-cache", type=Path)
+    p.add_argument("--frames-cache", type=Path, help="cache of the loaded frames (speeds up later runs)")
     p.add_argument("--out", type=Path, required=True, help="JSON with the frame accuracy (kept unless --force)")
     p.add_argument("--force", action="store_true", help="recompute even if --out exists")
     p.add_argument("--subset-fraction", type=float, default=1.0,
                    help="evaluate on the same utterance subset a --subset-fraction model trained on")
-    p.add_argument("--subset-seed", type=int, default=0)
+    p.add_argument("--subset-seed", type=int, default=0, help="the --subset-seed that model trained with")
     p.add_argument("--dev-fraction", type=float, default=0.0, help="drop these dev speakers first (train-set eval)")
-    p.add_argument("--dev-seed", type=int, default=0)
+    p.add_argument("--dev-seed", type=int, default=0, help="the --dev-seed of that split")
     p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto",
                    help="auto: bf16 where the hardware has fast bf16 (AVX-512 BF16, AMX, CUDA), else fp32")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default=DEFAULT_DEVICE, help="cpu or cuda")
 
 
 def load_frames(cuts_path: Path, cache: Path = None):
@@ -131,7 +120,7 @@ def _splits(frames, dev_fraction, dev_seed, subset_fraction, subset_seed):
 
 def run(args) -> int:
     from asr_kd.nnet.model import DnnConfig, Ensemble, load_model
-    from asr_kd.nnet.train import TrainConfig, frame_accuracy_of, train_together
+    from asr_kd.nnet.train import frame_accuracy_of, train_together
 
     if args.nnet_step == "eval" and args.out.exists() and not args.force:
         log.info(f"{args.out} exists; skipping (use --force to redo)")
@@ -172,13 +161,8 @@ def run(args) -> int:
     if len(args.exp_dir) != len(args.temperature):
         raise ValueError(f"{len(args.exp_dir)} --exp-dir for {len(args.temperature)} --temperature values: "
                          "give one exp dir per temperature")
-    cfgs = [TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-                        momentum=args.momentum, weight_decay=args.weight_decay, patience=args.patience, seed=args.seed,
-                        dtype=args.dtype, device=args.device, max_frames_per_epoch=args.max_frames_per_epoch,
-                        grad_clip=args.grad_clip, freq_mask=args.freq_mask, time_mask=args.time_mask,
-                        temperature=t, hard_weight=args.hard_weight, soft_weight=args.soft_weight,
-                        ensemble_method=args.ensemble_method, logit_matching=args.logit_matching,
-                        progress=not args.no_progress) for t in args.temperature]
+    settings = {**config_values(TrainConfig, args), "progress": not args.no_progress}
+    cfgs = [TrainConfig(**{**settings, "temperature": t}) for t in args.temperature]
     teachers = Ensemble([load_model(p, args.device) for p in args.teachers]) if args.teachers else None
     from lhotse import load_manifest_lazy
 

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from asr_kd.config import option
 from asr_kd.distill import distillation_loss, ensemble_probs
 from asr_kd.nnet.data import FrameSet, frame_batches
 from asr_kd.nnet.model import Dnn, DnnConfig, Ensemble, save_model
@@ -40,33 +41,38 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 256
-    optimizer: str = "sgd"  # or "adam"
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    newbob_threshold: float = 0.2  # halve the lr when dev accuracy improves by less (points)
-    patience: int = 3  # stop after this many epochs without a dev improvement (0 = never)
-    seed: int = 1
-    dtype: str = "auto"  # bf16 where the hardware has fast bf16, else fp32 (or force either)
-    device: str = "cpu"
-    max_frames_per_epoch: int = 0  # 0 = every frame each epoch
-    # SpecAugment-style masking of the student's input window (0 = off): per frame, up to
-    # ``freq_mask`` consecutive mel bins of the whole window and up to ``time_mask`` of its frames
-    # are set to 0 (the CMVN mean). Teachers always see the clean window.
-    freq_mask: int = 0
-    time_mask: int = 0
-    # Clip the gradient's L2 norm (0 = off). The T^2-scaled soft term's gradient grows with T
-    # (T (q - p) per frame); with SGD at a hard-label learning rate a student at T >= 5 can diverge.
-    grad_clip: float = 0.0
+    """How one DNN is trained; ``asr-kd nnet train`` makes a flag of each field (help as below)."""
+
+    epochs: int = option(10, "passes over the training frames (at most: early stopping may end sooner)")
+    batch_size: int = option(256, "frames per update (per process under DDP)")
+    optimizer: str = option("sgd", "sgd (with momentum) or adam", choices=("sgd", "adam"))
+    lr: float = option(0.05, "learning rate (halved by newbob when dev stops improving)")
+    momentum: float = option(0.9, "SGD momentum")
+    weight_decay: float = option(0.0, "L2 weight decay of the optimizer")
+    newbob_threshold: float = option(0.2, "halve the learning rate when dev frame accuracy improves by less "
+                                          "(points)")
+    patience: int = option(3, "stop after this many epochs without a dev improvement (0 = never)")
+    seed: int = option(1, "initialisation, frame order and masks")
+    dtype: str = option("auto", "auto: bf16 where the hardware has fast bf16 (AVX-512 BF16, AMX, CUDA), else fp32",
+                        choices=("auto", "bf16", "fp32"))
+    device: str = option("cpu", "cpu or cuda", flag=False)  # the command's default is cuda when it is there
+    max_frames_per_epoch: int = option(0, "frames per epoch (0 = every frame each epoch)")
+    # SpecAugment on the student's input window; teachers always see the clean window.
+    freq_mask: int = option(0, "SpecAugment: zero up to this many consecutive mel bins of each training window "
+                               "(0 = off)")
+    time_mask: int = option(0, "SpecAugment: zero up to this many consecutive frames of each training window "
+                               "(0 = off)")
+    # The T^2-scaled soft term's gradient grows with T (T (q - p) per frame); with SGD at a
+    # hard-label learning rate a student at T >= 5 can diverge.
+    grad_clip: float = option(0.0, "clip the gradient's L2 norm to this (0 = off)")
     # distillation (used when teachers are given)
-    temperature: float = 1.0
-    hard_weight: float = 0.5
-    soft_weight: float = 1.0
-    ensemble_method: str = "arithmetic"
-    logit_matching: bool = False
-    progress: bool = True
+    temperature: float = option(1.0, "distillation temperature", flag=False)  # the command takes several
+    hard_weight: float = option(0.5, "distillation: weight of the hard-label term (the soft term is scaled by T^2)")
+    soft_weight: float = option(1.0, "distillation: weight of the soft-target term")
+    ensemble_method: str = option("arithmetic", "distillation: mean of the teachers' distributions",
+                                  choices=("arithmetic", "geometric"))
+    logit_matching: bool = option(False, "distillation: match zero-meaned logits instead (the high-T limit)")
+    progress: bool = option(True, "progress bars", flag=False)  # the command has --no-progress
 
 
 def mask_window(x: torch.Tensor, frames: int, freq_mask: int, time_mask: int, generator: torch.Generator):

@@ -49,7 +49,8 @@ from asr_kd.vision.cifar import (
     train_val_split,
 )
 from asr_kd.vision.cnn import CifarCNN, make_specialist
-from asr_kd.vision.recipe import argv_command, option, paper_note, quick_values
+from asr_kd.config import argv_command, option, quick_values
+from asr_kd.vision.recipe import paper_note
 from asr_kd.vision.specialists import (
     active_specialists, adjusted_rand_index, cluster_classes, cluster_purity, combine_kl, correct_dustbin_bias,
     dustbin_labels, oversampling_log_factor, prediction_covariance, special_hard_soft_targets, within_covariance,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from asr_kd.vision.recipe import Flag, add_flags, command_line, config_flags, config_values, quick_values
+from asr_kd.config import Flag, add_flags, command_line, config_flags, config_values, quick_values
 from asr_kd.vision.specialist_steps import DATA, STEPS, SpecialistsConfig, run_step
 
 QUICK = Flag("quick", "--quick", False, f"tiny settings that run in minutes: {quick_values(SpecialistsConfig)}",

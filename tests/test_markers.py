@@ -173,3 +173,15 @@ def test_lang_truncated_manifest_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("asr-kd lang: error: ") and str(train) in err[-1] and "unreadable manifest" in err[-1]
     assert not (tmp_path / "lang" / "L_disambig.fst").exists()
+
+
+def test_gmm_missing_feature_archive_names_it_and_the_stage(gmm, capsys):
+    import shutil
+
+    tmp_path, common, mono, _, cuts = gmm
+    shutil.rmtree(tmp_path / "feats")  # the archives the cuts point at
+    assert main(["gmm", "align", *common, "--model-dir", str(mono), "--out-dir", str(tmp_path / "ali")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("asr-kd gmm align: error: ") and str(tmp_path / "feats") in err[-1]
+    assert err[-1].endswith(f"(read through {cuts}): redo the stage that wrote it (features: asr-kd fbank)")
+    assert not (tmp_path / "ali" / "ali.pt").exists()

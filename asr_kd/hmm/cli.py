@@ -130,13 +130,17 @@ def _peak_rss_mb() -> float:
 def load_data(cuts_path, max_utts: int = 0):
     """Cuts, features (MFCC + CMVN + deltas), transcripts and feature rejections."""
     from asr_kd.hmm.features import features_from_cuts
-    from asr_kd.utils import load_cuts
+    from asr_kd.utils import UserError, error_text, load_cuts
 
     cuts = load_cuts(cuts_path, "run the fbank stage first")
     if max_utts:
         cuts = cuts.subset(first=max_utts)
     t0 = time.time()
-    feats, rejected = features_from_cuts(cuts)
+    try:
+        feats, rejected = features_from_cuts(cuts)
+    except (OSError, EOFError, ValueError) as e:  # a missing or truncated feature archive
+        raise UserError(f"{error_text(e)} (read through {cuts_path}): redo the stage that wrote it "
+                        "(features: asr-kd fbank)") from e
     texts = {}
     for c in cuts:
         words = []

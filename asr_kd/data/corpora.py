@@ -17,6 +17,9 @@ wrong sample rate is resampled to the corpus rate with a warning.
 | fsdd | ``recordings/{digit}_{speaker}_{take}.{wav,flac}`` (8 kHz) | train / test: one speaker held out |
 | speechocean762 | Kaldi data dirs ``train/``, ``test/`` (``text``, ``wav.scp``, ``utt2spk``, ``spk2gender``) (16 kHz) | its own, speakers disjoint |
 | librispeech | OpenSLR layout, through ``lhotse.recipes.prepare_librispeech`` (16 kHz) | the parts found |
+
+A user's own data (``asr-kd prepare kaldi`` for any Kaldi data dir, ``asr-kd prepare lhotse`` for
+existing manifests) goes through :mod:`asr_kd.data.import_data` into the same layout.
 """
 from __future__ import annotations
 
@@ -360,18 +363,43 @@ def log_report(corpus: str, reports: Dict[str, dict]) -> None:
 # ---------------------------------------------------------------- CLI: asr-kd prepare
 
 
+IMPORTS = ("kaldi", "lhotse")  # a user's own data: asr_kd.data.import_data
+
+
 def add_arguments(parser) -> None:
-    parser.add_argument("corpus", choices=sorted(LISTINGS) + ["librispeech"])
-    parser.add_argument("corpus_dir", type=Path, help="the corpus in its official layout")
+    parser.add_argument("corpus", choices=sorted(LISTINGS) + ["librispeech", *IMPORTS],
+                        help="a known corpus, or kaldi (any Kaldi data dir) / lhotse (existing manifests)")
+    parser.add_argument("corpus_dir", type=Path,
+                        help="the corpus in its official layout; kaldi: the data dir; lhotse: a cuts or recordings manifest")
     parser.add_argument("output_dir", type=Path, help="where the manifests go (e.g. data/manifests)")
     parser.add_argument("--test-speaker", default=FSDD_TEST_SPEAKER, help="fsdd: the held-out speaker")
     parser.add_argument("--parts", nargs="+", default=["auto"], help="librispeech: parts to prepare")
     parser.add_argument("--dev-fraction", type=float, default=DEV_FRACTION,
                         help="part of train held out as dev (whole speakers when there are >= 10)")
+    parser.add_argument("--name", help="kaldi/lhotse: the name manifests are written under "
+                        "(default: the data dir's name; lhotse: from a {name}_cuts_{split} file name)")
+    parser.add_argument("--split", help="kaldi/lhotse: the split written (default: test)")
+    parser.add_argument("--sampling-rate", type=int,
+                        help="kaldi/lhotse: resample recordings at other rates to this one, e.g. the model's "
+                        "(default: the set's rate; its most common one if mixed)")
+    parser.add_argument("--audio-root", type=Path,
+                        help="kaldi: where relative wav.scp paths start (default: the current directory, "
+                        "then the data dir's parent)")
+    parser.add_argument("--supervisions", type=Path, help="lhotse: the supervisions of a recordings manifest")
     parser.add_argument("--force", action="store_true", help="redo even if the manifests exist")
 
 
 def run(args) -> int:
+    if args.corpus in IMPORTS:
+        from asr_kd.data import import_data
+
+        common = dict(name=args.name, split=args.split, sampling_rate=args.sampling_rate, force=args.force)
+        if args.corpus == "kaldi":
+            import_data.import_kaldi_dir(args.corpus_dir, args.output_dir, audio_root=args.audio_root,
+                                         **{**common, "split": args.split or "test"})
+        else:
+            import_data.import_lhotse(args.corpus_dir, args.output_dir, supervisions=args.supervisions, **common)
+        return 0
     kwargs = {}
     if args.corpus == "fsdd":
         kwargs["test_speaker"] = args.test_speaker

@@ -13,6 +13,9 @@ which represents an interpolated model exactly:
 ``ArpaLM`` reads an ARPA file back and evaluates it (probabilities, perplexity), and
 ``arpa_to_fst`` makes G with ``kaldilm`` (back-off arcs carry ``#0`` on the input side, so G is
 not an acceptor; ``<s>``/``</s>`` become epsilon and final weights).
+
+Plain-text training data, two LMs interpolated into one and perplexity on held-out text:
+:mod:`asr_kd.lang.lm_mix`.
 """
 from __future__ import annotations
 
@@ -281,14 +284,24 @@ def lm_vocabulary(words: Iterable[str], train: Sequence[Sequence[str]], unk: str
 
 def add_arguments(parser) -> None:
     parser.add_argument("--lang-dir", type=Path, required=True, help="its words.txt is the vocabulary")
-    parser.add_argument("--train-cuts", type=Path, nargs="+", required=True,
+    parser.add_argument("--train-cuts", type=Path, nargs="*", default=[],
                         help="cuts whose transcripts train the LM (training data only)")
+    parser.add_argument("--text", type=Path, nargs="*", default=[], metavar="FILE",
+                        help="plain text files (one sentence a line, no ids) that train the LM too")
     parser.add_argument("--out-dir", type=Path, required=True, help="e.g. data/lm")
     parser.add_argument("--order", type=int, default=3)
     parser.add_argument("--smoothing", choices=["kn", "wb"], default="kn",
                         help="interpolated modified Kneser-Ney or Witten-Bell")
+    parser.add_argument("--mix", type=Path, metavar="OTHER.arpa",
+                        help="interpolate the estimated LM with this ARPA LM (its words outside the lang are dropped)")
+    parser.add_argument("--mix-text", type=Path, nargs="+", metavar="FILE",
+                        help="estimate a second LM (same order, smoothing, vocabulary) from these texts and interpolate")
+    parser.add_argument("--mix-weight", type=float, default=0.5,
+                        help="weight of the --mix / --mix-text LM: p = (1 - w) p_train + w p_mix")
     parser.add_argument("--eval-cuts", nargs="*", default=[], metavar="NAME=PATH",
                         help="sets whose perplexity is reported (never used for estimation)")
+    parser.add_argument("--ppl-text", type=Path, nargs="*", default=[], metavar="FILE",
+                        help="held-out plain text files whose perplexity is reported (never used for estimation)")
     parser.add_argument("--force", action="store_true")
 
 
@@ -296,8 +309,9 @@ def run(args) -> int:
     from lhotse import load_manifest_lazy
 
     from asr_kd.data.text import normalize_text
+    from asr_kd.lang import lm_mix
     from asr_kd.lang.prepare_lang import read_symbol_table
-    from asr_kd.utils import write_json
+    from asr_kd.utils import UserError, write_json
 
     name = f"{args.order}gram"
     arpa, g, stats_path = (args.out_dir / f"lm_{name}.arpa", args.out_dir / f"G_{name}.fst",
@@ -305,6 +319,12 @@ def run(args) -> int:
     if not args.force and arpa.exists() and g.exists() and stats_path.exists():
         log.info(f"{g} exists; skipping (use --force to redo)")
         return 0
+    if not args.train_cuts and not args.text:
+        raise UserError("no training text: give --train-cuts and/or --text")
+    if args.mix and args.mix_text:
+        raise UserError("--mix (an ARPA LM) and --mix-text (texts to estimate one from) are alternatives")
+    if not 0.0 < args.mix_weight < 1.0:
+        raise UserError(f"--mix-weight must be between 0 and 1, not {args.mix_weight}")
 
     def sentences(path):
         if not Path(path).is_file():
@@ -312,19 +332,46 @@ def run(args) -> int:
         return [normalize_text(s.text or "").split() for c in load_manifest_lazy(path) for s in c.supervisions]
 
     words = read_symbol_table(args.lang_dir / "words.txt")
-    train = [s for p in args.train_cuts for s in sentences(p)]
-    vocab = lm_vocabulary(words, train)
+    train = [s for p in args.train_cuts for s in sentences(p)] + lm_mix.read_text(args.text)
+    mix_train = lm_mix.read_text(args.mix_text) if args.mix_text else []
+    vocab = lm_vocabulary(words, train + mix_train)
     lm = NgramLM.estimate(train, vocab, args.order, args.smoothing)
+    components = {}
+    if args.mix or args.mix_text:
+        components["train"] = ArpaLM(lm.to_arpa())
+        if args.mix:
+            if not args.mix.is_file():
+                raise UserError(f"--mix {args.mix} not found")
+            components["mix"] = ArpaLM.read(args.mix)
+            lm_mix.restrict_check(components["mix"], vocab, str(args.mix))
+        else:
+            components["mix"] = ArpaLM(NgramLM.estimate(mix_train, vocab, args.order, args.smoothing).to_arpa())
+        lm = lm_mix.interpolate(components["train"], components["mix"], args.mix_weight, vocab, args.order)
+        log.info(f"LM {name}: interpolated (1 - {args.mix_weight}) * train + {args.mix_weight} * "
+                 f"{args.mix or ' '.join(map(str, args.mix_text))}")
     lm.write_arpa(arpa)
     arpa_to_fst(arpa, args.lang_dir / "words.txt", g)
     model = ArpaLM.read(arpa)
     stats = {"order": args.order, "smoothing": args.smoothing, "vocabulary": len(vocab),
-             "train_sentences": len(train), "ngrams": {n: len(lm.prob[n]) for n in range(1, args.order + 1)},
-             "perplexity": {}}
-    for item in [f"train={p}" for p in args.train_cuts[:1]] + list(args.eval_cuts):
+             "train_sentences": len(train), "train_cuts": [str(p) for p in args.train_cuts],
+             "text": [str(p) for p in args.text],
+             "ngrams": {n: len(lm.prob[n]) for n in range(1, args.order + 1)}, "perplexity": {}}
+    if components:
+        stats["mix"] = {"lm": str(args.mix) if args.mix else None,
+                        "text": [str(p) for p in args.mix_text or []], "text_sentences": len(mix_train),
+                        "weight": args.mix_weight}
+    eval_sets = [("train", train)]
+    for item in args.eval_cuts:
         set_name, _, path = item.partition("=")
-        ppl, n = model.perplexity(sentences(path))
-        stats["perplexity"][set_name] = {"perplexity": round(ppl, 2), "tokens": n}
-        log.info(f"LM {name}: {set_name} perplexity {ppl:.2f} over {n} tokens")
+        eval_sets.append((set_name, sentences(path)))
+    eval_sets += [(f"text:{p}", lm_mix.read_text([p])) for p in args.ppl_text]
+    for set_name, sents in eval_sets:
+        result = lm_mix.perplexity(model, sents)
+        if components:
+            result["components"] = {k: lm_mix.perplexity(m, sents)["perplexity"] for k, m in components.items()}
+        stats["perplexity"][set_name] = result
+        log.info(f"LM {name}: {set_name} perplexity {result['perplexity']:.2f} over {result['tokens']} tokens"
+                 + (f" ({result['oov_tokens']} OOV tokens left out)" if result["oov_tokens"] else "")
+                 + (f"; alone: {result['components']}" if components else ""))
     write_json(stats_path, stats)
     return 0

@@ -192,8 +192,12 @@ def prepare_lang(
     keep_stress: bool = False,
     sil_prob: float = 0.5,
     force: bool = False,
+    phone_symbol_table: Optional[Pathlike] = None,
 ) -> dict:
     """Build ``lang_dir`` from the transcripts of ``vocab_cuts`` and an optional corpus lexicon.
+
+    With ``phone_symbol_table`` (a model's ``phones.txt``) the lang keeps exactly its phone ids
+    (:mod:`asr_kd.lang.phone_set`); a word pronounced with another phone is an error.
 
     Skipped when ``L.fst``, ``L_disambig.fst`` and ``lang_stats.json`` exist (unless ``force``);
     the last two are written last and removed before a redo rewrites anything, so that they
@@ -224,6 +228,11 @@ def prepare_lang(
     word_list = [EPS, OOV_WORD, *sorted(w for w in lexicon if w != OOV_WORD), "#0", "<s>", "</s>"]
     phones = {p: i for i, p in enumerate(phone_list)}
     words = {w: i for i, w in enumerate(word_list)}
+    if phone_symbol_table is not None:  # a trained model's phone ids (Kaldi's --phone-symbol-table)
+        from asr_kd.lang.phone_set import phones_from_table
+
+        phone_list, nonsil, disambig = phones_from_table(phone_symbol_table, lexicon, SILENCE_PHONES, max_k)
+        phones = {p: i for i, p in enumerate(phone_list)}
 
     # Redoing: the files that mark the stage complete go first, so that a run killed while
     # the others are being replaced is redone, not taken for a finished lang (they come back last).
@@ -250,6 +259,7 @@ def prepare_lang(
         "phones": {"silence": len(SILENCE_PHONES), "nonsilence": len(nonsil), "disambig": len(disambig)},
         "primary_lexicon": str(lexicon_path) if lexicon_path else None,
         "graphemic": graphemic,
+        "phone_symbol_table": str(phone_symbol_table) if phone_symbol_table else None,
         "added_words": {w: s for w, s in sorted(sources.items())},
         "splits": {},
     }
@@ -293,6 +303,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--graphemic", action="store_true", help="letters as phones (no pronunciation lexicon)")
     parser.add_argument("--keep-stress", action="store_true", help="keep ARPAbet stress markers")
     parser.add_argument("--sil-prob", type=float, default=0.5, help="probability of optional silence after a word")
+    parser.add_argument("--phone-symbol-table", type=Path, metavar="MODEL_LANG/phones.txt",
+                        help="keep a trained model's phone ids (Kaldi's prepare_lang.sh --phone-symbol-table); "
+                        "a word pronounced with a phone outside it is an error")
     parser.add_argument("--force", action="store_true")
 
 
@@ -313,5 +326,6 @@ def run(args) -> int:
         keep_stress=args.keep_stress,
         sil_prob=args.sil_prob,
         force=args.force,
+        phone_symbol_table=args.phone_symbol_table,
     )
     return 0

@@ -18,16 +18,14 @@ fbank_of() { for s; do echo data/fbank/${corpus}_cuts_$s.jsonl.gz data/fbank/fea
 # HCLG is cached by asr-kd decode under the GMM that defines the senones (exp/<gmm>/graph_<lm>).
 decode_set() {
   local dir=$1 set=$2; shift 2
-  local weights=$lm_weights penalties=$word_ins_penalties subset=1
-  if [ "$set" != dev ]; then
+  local scoring="--lm-weights $lm_weights --word-ins-penalties $word_ins_penalties" subset=1
+  if [ "$set" != dev ]; then  # test is decoded at dev's best LM weight and penalty
     subset=$test_subset_every
-    if [ -f "$dir/decode_dev/decode.json" ]; then
-      read -r weights penalties < <(python -c "import json,sys; d = json.load(open(sys.argv[1])); \
-print(d['best_lm_weight'], d.get('best_word_ins_penalty', 0.0))" "$dir/decode_dev/decode.json")
-    fi
+    [ ! -f "$dir/decode_dev/decode.json" ] || scoring="--tuned-on $dir/decode_dev"
   fi
+  # shellcheck disable=SC2086
   asr-kd decode --model "$@" --lang-dir data/lang --lm $G --cuts data/fbank/${corpus}_cuts_$set.jsonl.gz \
-    --out-dir $dir/decode_$set --lm-weights $weights --word-ins-penalties $penalties --subset-every $subset $decode_opts
+    --out-dir $dir/decode_$set $scoring --subset-every $subset --nj $nj $decode_opts
 }
 
 # report_row TABLE SYSTEM SET [asr-kd report options]

@@ -2,7 +2,7 @@
 # settings and local/parse_options.sh, so each is an option: --lm-order 4, --num-teachers 10, ...
 stage=0
 stop_stage=100
-nj=2                   # parallel jobs for feature extraction
+nj=2                   # parallel jobs (feature extraction, decoding)
 download_dir=download  # where a corpus missing locally is downloaded
 # language model and decoding
 lm_order=3

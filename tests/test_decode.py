@@ -172,3 +172,41 @@ def test_batches_by_frames():
     batches = batches_by_frames([10, 50, 30, 20], max_frames=60)
     assert sorted(i for b in batches for i in b) == [0, 1, 2, 3]
     assert all(max([10, 50, 30, 20][i] for i in b) * len(b) <= 60 or len(b) == 1 for b in batches)
+
+
+class StoredScorer:
+    """Scores stored per utterance (``items`` carry the utterance's scores as its 'features')."""
+
+    cmvn = None
+
+    def fit_cmvn(self, items):
+        self.cmvn = "fitted on the whole set"
+
+    def loglikes(self, items):
+        assert self.cmvn == "fitted on the whole set"
+        return {u: torch.as_tensor(x) for u, _, x in items}
+
+
+def toy_scorer_and_graph(d, phones):
+    """What each parallel decoding job loads (a module-level function: jobs are spawned)."""
+    ctx = MonoCtx(phones)
+    return StoredScorer(), build_graph(d / "lang", d / "G.fst", ctx, Trans(Topo(phones)), d / "graph1")
+
+
+def test_parallel_jobs_give_the_words_of_one_job(toy):
+    from asr_kd.decode.cli import decode_items, decode_parallel, frame_shards
+
+    d, lang, phones = toy
+    ctx = MonoCtx(phones)
+    _, graph = toy_scorer_and_graph(d, phones)
+    seqs = [["SIL", "Y", "EH", "S", "N", "OW"], ["N", "OW", "Y", "EH", "S"], ["Y", "EH", "S"], ["N", "OW"],
+            ["Y", "EH", "S", "Y", "EH", "S"]]
+    items = [(f"u{i}", "spk", loglikes_for(lang, ctx, s, noise=2.0, seed=i).numpy()) for i, s in enumerate(seqs)]
+    shards = frame_shards(items, 2)
+    assert len(shards) == 2 and sum(shards, []) == list(range(len(items)))
+    opts = DecodeOpts(acoustic_scale=1.0)
+    one = decode_items(StoredScorer(), graph, items, opts, [1.0, 2.0], [0.0, 0.5])
+    two = decode_parallel(StoredScorer(), graph, items, opts, [1.0, 2.0], [0.0, 0.5], nj=2,
+                          loader=toy_scorer_and_graph, loader_args=(d, phones))
+    assert one[0] == two[0] and one[1] == two[1]
+    assert one[1][1.0, 0.0][2] is not None

@@ -26,16 +26,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
+import os
 import re
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import soundfile
+import torch
 from tqdm import tqdm
 
-from asr_kd.utils import load_cuts, write_json, write_text
+from asr_kd.utils import die_with_parent, load_cuts, read_json, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +67,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-active", type=int, default=7000, help="Kaldi's --max-active")
     parser.add_argument("--min-active", type=int, default=30, help="fewest active states per frame")
     parser.add_argument("--max-batch-frames", type=int, default=10000, help="frames per k2 batch (memory)")
+    parser.add_argument("--tuned-on", type=Path, metavar="DEV_DECODE_DIR",
+                        help="use the LM weight and word insertion penalty that were best in this decode directory "
+                             "(e.g. exp/tri1/decode_dev); replaces --lm-weights and --word-ins-penalties")
+    parser.add_argument("--nj", type=int, default=1,
+                        help="parallel decoding jobs (processes with one thread each; CMVN is fitted on the whole "
+                             "set first, so the words are those of one job)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (acoustic scores and search)")
     parser.add_argument("--subset-every", type=int, default=1,
                         help="decode only every K-th utterance (sorted by id): a fixed, recorded test subset for "
@@ -163,19 +173,91 @@ def scoring_key(lm_weight: float, penalty: float = 0.0) -> str:
     return f"{lm_weight:g}" if not penalty else f"{lm_weight:g}_{penalty:g}"
 
 
-def decode_items(scorer, graph, items, opts, lm_weights, penalties=(0.0,)):
-    """Hypotheses (word ids or None) per (LM weight, word insertion penalty), and timing."""
+def frame_shards(items, nj: int) -> List[List[int]]:
+    """Indices of ``items`` in at most ``nj`` contiguous parts of about equal frames."""
+    total = sum(len(x) for _, _, x in items)
+    shards, acc = [[] for _ in range(max(1, nj))], 0
+    for i, (_, _, x) in enumerate(items):
+        shards[min(len(shards) - 1, acc * len(shards) // max(total, 1))].append(i)
+        acc += len(x)
+    return [s for s in shards if s]
+
+
+def load_for_decoding(model, device, lang_dir, lm, graph_dir=None):
+    """The scorer and graph of a model (the graph built once, then from its cache; by default in
+    ``graph_<LM>`` beside the GMM that defines the senones)."""
+    from asr_kd.decode.acoustic import load_scorer
+    from asr_kd.decode.graph import build_graph
+
+    scorer = load_scorer(model, device)
+    graph_dir = graph_dir or scorer.gmm_dir / f"graph_{Path(lm).stem.removeprefix('G_')}"
+    graph = build_graph(lang_dir, lm, scorer.ctx, scorer.trans, graph_dir, scorer.model_files,
+                        phones=scorer.phones, model_name=scorer.name)
+    return scorer, graph
+
+
+_JOB: dict = {}  # a decoding job's scorer and graph, loaded once per process
+
+
+def _start_job(parent_pid: int, loader, loader_args, cmvn) -> None:
+    die_with_parent(parent_pid)
+    torch.set_num_threads(1)
+    logging.getLogger("asr_kd").setLevel(logging.WARNING)
+    scorer, graph = loader(*loader_args)
+    scorer.cmvn = cmvn
+    _JOB.update(scorer=scorer, graph=graph)
+
+
+def _decode_job(items, opts, lm_weights, penalties):
+    return decode_items(_JOB["scorer"], _JOB["graph"], items, opts, lm_weights, penalties, fit_cmvn=False,
+                        progress=False)
+
+
+def decode_parallel(scorer, graph, items, opts, lm_weights, penalties=(0.0,), nj: int = 1, loader=None,
+                    loader_args=()):
+    """:func:`decode_items` split over ``nj`` processes (Kaldi's ``--nj``): each job loads the
+    scorer and graph with ``loader(*loader_args)`` (:func:`load_for_decoding`) and decodes a part
+    of ``items`` with one thread. CMVN is fitted here on the whole set and given to every job, so
+    the words are those of one job; the results come back in the order of ``items`` (timing:
+    summed over the jobs)."""
+    shards = frame_shards(items, nj)
+    if nj <= 1 or len(shards) <= 1 or loader is None:
+        return decode_items(scorer, graph, items, opts, lm_weights, penalties)
+    scorer.fit_cmvn(items)
+    ctx = multiprocessing.get_context("spawn")  # not fork: the parent has threads (torch, tqdm)
+    with ProcessPoolExecutor(len(shards), mp_context=ctx, initializer=_start_job,
+                             initargs=(os.getpid(), loader, loader_args, scorer.cmvn)) as pool:
+        futures = [pool.submit(_decode_job, [items[i] for i in s], opts, lm_weights, penalties) for s in shards]
+        parts = [f.result() for f in tqdm(futures, desc=f"decode ({len(shards)} jobs)", unit="job")]
+    found: Dict[tuple, Dict[str, Optional[List[int]]]] = {}
+    timing = {"acoustic_s": 0.0, "search_s": 0.0, "empty_lattices": 0, "unscored": []}
+    for ids, hyps, t in parts:
+        for k, v in hyps.items():
+            found.setdefault(k, {}).update(zip(ids, v))
+        for key in timing:
+            timing[key] += t[key]
+    ids = [u for u, _, _ in items]
+    timing["acoustic_s"], timing["search_s"] = round(timing["acoustic_s"], 2), round(timing["search_s"], 2)
+    return ids, {k: [v[u] for u in ids] for k, v in found.items()}, timing
+
+
+def decode_items(scorer, graph, items, opts, lm_weights, penalties=(0.0,), fit_cmvn: bool = True,
+                 progress: bool = True):
+    """Hypotheses (word ids or None) per (LM weight, word insertion penalty), and timing.
+    ``fit_cmvn=False``: the scorer's CMVN was fitted on the whole set already (a parallel job)."""
     from asr_kd.decode.decoder import Decoder, batches_by_frames, rescore_lm_weights
 
     decoder = Decoder(graph, opts)
     # Per-speaker CMVN from the whole set, as in training, not from whichever utterances share a batch.
-    scorer.fit_cmvn(items)
+    if fit_cmvn:
+        scorer.fit_cmvn(items)
     lengths = [len(x) for _, _, x in items]
     found: Dict[tuple, Dict[str, Optional[List[int]]]] = {(w, p): {} for w in lm_weights for p in penalties}
     t_am = t_search = 0.0
     empty = 0
     unscored: List[str] = []
-    for batch in tqdm(batches_by_frames(lengths, opts.max_batch_frames), desc="decode", unit="batch", mininterval=10):
+    for batch in tqdm(batches_by_frames(lengths, opts.max_batch_frames), desc="decode", unit="batch", mininterval=10,
+                      disable=not progress):
         sub = [items[i] for i in batch]
         t0 = time.time()
         scores = scorer.loglikes(sub)
@@ -200,16 +282,12 @@ def decode_items(scorer, graph, items, opts, lm_weights, penalties=(0.0,)):
 
 def run(args) -> int:
     import k2  # noqa: F401  (fail early with a clear message if k2 is missing)
-    from asr_kd.decode.acoustic import load_scorer
     from asr_kd.decode.decoder import DecodeOpts
-    from asr_kd.decode.graph import build_graph
     from asr_kd.lang import Lang
     from asr_kd.score import score_wer
 
-    scorer = load_scorer(args.model, args.device)
+    scorer, graph = load_for_decoding(args.model, args.device, args.lang_dir, args.lm, args.graph_dir)
     graph_dir = args.graph_dir or scorer.gmm_dir / f"graph_{args.lm.stem.removeprefix('G_')}"
-    graph = build_graph(args.lang_dir, args.lm, scorer.ctx, scorer.trans, graph_dir, scorer.model_files,
-                        phones=scorer.phones, model_name=scorer.name)
     lang = Lang.load(args.lang_dir)
     id2word = {i: w for w, i in lang.words.items()}
     opts = DecodeOpts(acoustic_scale=args.acoustic_scale, search_beam=args.search_beam, output_beam=args.output_beam,
@@ -217,6 +295,13 @@ def run(args) -> int:
                       max_batch_frames=args.max_batch_frames, device=args.device)
     words = lambda ws: [] if ws is None else [id2word[w] for w in ws]  # noqa: E731
 
+    if args.tuned_on:
+        tuned = read_json(args.tuned_on / "decode.json") if (args.tuned_on / "decode.json").is_file() else None
+        if tuned is None:
+            raise FileNotFoundError(f"{args.tuned_on / 'decode.json'} not found: decode the dev set first")
+        args.lm_weights, args.word_ins_penalties = [tuned["best_lm_weight"]], [tuned.get("best_word_ins_penalty", 0.0)]
+        log.info(f"LM weight {args.lm_weights[0]:g}, word insertion penalty {args.word_ins_penalties[0]:g} "
+                 f"(best in {args.tuned_on})")
     if args.audio:
         return decode_audio(args, scorer, graph, opts, words)
 
@@ -244,7 +329,8 @@ def run(args) -> int:
     if oov_refs:
         log.warning(f"{oov_refs} reference words are outside the vocabulary (they count as errors)")
     t0 = time.time()
-    ids, hyps, timing = decode_items(scorer, graph, items, opts, args.lm_weights, args.word_ins_penalties)
+    ids, hyps, timing = decode_parallel(scorer, graph, items, opts, args.lm_weights, args.word_ins_penalties, args.nj,
+                                        load_for_decoding, (args.model, args.device, args.lang_dir, args.lm, graph_dir))
     wall = time.time() - t0
     audio_s = sum(c.duration for c in cuts)
     results, setting = {}, {}
@@ -273,9 +359,11 @@ def run(args) -> int:
         "audio_s": round(audio_s, 2),
         "wall_s": round(wall, 2),
         "real_time_factor": round(wall / max(audio_s, 1e-9), 4),
+        "nj": args.nj,
         "search_real_time_factor": round(timing["search_s"] / max(audio_s, 1e-9), 4),
         **timing,
         "opts": vars(opts),
+        "tuned_on": str(args.tuned_on) if args.tuned_on else None,
         "best": best,
         "best_lm_weight": float(setting[best][0]),
         "best_word_ins_penalty": float(setting[best][1]),

@@ -1,4 +1,6 @@
 """Frame data with splicing, the DNN, training with resume, ensembles and distillation end to end."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -248,3 +250,18 @@ def test_frames_cache_is_used_only_for_its_own_manifest(tmp_path):
     assert torch.equal(FrameSet.load(cache, "/data/a.jsonl.gz").feats, frames.feats)
     assert FrameSet.load(cache, "/data/b_sp.jsonl.gz") is None  # another manifest: rebuilt by the caller
     assert FrameSet.load(cache) is not None
+
+
+def test_a_model_older_than_its_labels_is_refused_not_kept(tmp_path):
+    from asr_kd.nnet.cli import check_not_stale
+
+    exp, labels = tmp_path / "dnn", tmp_path / "labels.jsonl.gz"
+    exp.mkdir()
+    labels.write_text("")
+    check_not_stale([exp], [labels])  # nothing trained yet
+    (exp / "epoch-1.pt").write_text("")
+    os.utime(exp / "epoch-1.pt", (1e9, 1e9))
+    with pytest.raises(UserError, match=f"{exp} was trained from older inputs \\({labels} is newer"):
+        check_not_stale([exp], [labels])  # labels rebuilt after the first checkpoint
+    os.utime(labels, (1e9 - 10, 1e9 - 10))
+    check_not_stale([exp], [labels, tmp_path / "absent"])

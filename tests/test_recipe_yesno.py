@@ -105,3 +105,25 @@ def test_decode_a_fixed_subset_of_a_set(recipe):
     summary = json.loads((d / "exp" / "tri1" / "decode_test_every3" / "decode.json").read_text())
     assert summary["utterances"] == 10 and summary["subset_every"] == 3  # every 3rd of 30, by id
     assert "/ 80," in (d / "exp" / "tri1" / "decode_test_every3" / "wer_10").read_text()
+
+
+def test_decode_is_redone_when_its_model_is_newer_or_it_was_cut_short(recipe):
+    d, proc, env, _ = recipe
+    cmd = [sys.executable, "-m", "asr_kd.cli", "decode", "--model", "exp/tri1", "--lang-dir", "data/lang",
+           "--lm", "data/lm/G_3gram.fst", "--cuts", "data/fbank/yesno_cuts_test.jsonl.gz",
+           "--out-dir", "exp/tri1/decode_test_redo", "--subset-every", "5", "--lm-weights", "10"]
+    run = lambda: subprocess.run(cmd, cwd=d, env=env, capture_output=True, text=True, timeout=300)  # noqa: E731
+    summary = d / "exp" / "tri1" / "decode_test_redo" / "decode.json"
+    assert run().returncode == 0 and summary.is_file()
+    assert "skipping" in run().stderr
+    model = d / "exp" / "tri1" / "final.mdl"
+    stat = model.stat()
+    try:
+        os.utime(model, (stat.st_atime, summary.stat().st_mtime + 10))  # a retrained model
+        out = run()
+        assert out.returncode == 0 and "skipping" not in out.stderr
+    finally:
+        os.utime(model, (stat.st_atime, stat.st_mtime))
+    summary.unlink()  # what a decode killed after its hyps leaves behind: no completion mark
+    out = run()
+    assert out.returncode == 0 and "skipping" not in out.stderr and summary.is_file()

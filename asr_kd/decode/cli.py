@@ -39,7 +39,7 @@ import soundfile
 import torch
 from tqdm import tqdm
 
-from asr_kd.utils import die_with_parent, load_cuts, read_json, write_json, write_text
+from asr_kd.utils import die_with_parent, load_cuts, outputs_fresh, read_json, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subset-every", type=int, default=1,
                         help="decode only every K-th utterance (sorted by id): a fixed, recorded test subset for "
                              "slow CPU runs; decode.json and the WER line name it")
-    parser.add_argument("--force", action="store_true", help="decode again even if --out-dir has a decode.json")
+    parser.add_argument("--force", action="store_true", help="decode again even if --out-dir has a decode.json newer than its inputs")
 
 
 def _one_line(e: Exception) -> str:
@@ -308,8 +308,10 @@ def run(args) -> int:
     if args.out_dir is None:
         raise SystemExit("--out-dir is required with --cuts")
     summary_path = args.out_dir / "decode.json"
-    if summary_path.exists() and not args.force:
-        log.info(f"{summary_path} exists; skipping (use --force to redo)")
+    models = [m / "final.mdl" if Path(m).is_dir() else m for m in args.model]
+    inputs = [*models, *scorer.model_files, graph_dir / "HCLG.pt", args.cuts, args.lang_dir / "words.txt", args.lm]
+    if not args.force and outputs_fresh([summary_path], inputs):
+        log.info(f"{summary_path} exists and is newer than the model, graph and cuts; skipping (use --force to redo)")
         return 0
     if not args.cuts.is_file():
         raise FileNotFoundError(f"{args.cuts} not found: run the feature stage first")
@@ -328,6 +330,9 @@ def run(args) -> int:
         items.append((c.id, c.supervisions[0].speaker if c.supervisions else c.id, c.load_features()))
     if oov_refs:
         log.warning(f"{oov_refs} reference words are outside the vocabulary (they count as errors)")
+    # decode.json is this directory's completion mark: gone until the new one is complete, so a
+    # decode killed midway is redone by the next run instead of leaving new hyps beside an old summary.
+    summary_path.unlink(missing_ok=True)
     t0 = time.time()
     ids, hyps, timing = decode_parallel(scorer, graph, items, opts, args.lm_weights, args.word_ins_penalties, args.nj,
                                         load_for_decoding, (args.model, args.device, args.lang_dir, args.lm, graph_dir))

@@ -108,6 +108,21 @@ def load_frames(cuts_path: Path, cache: Path = None):
     return frames
 
 
+def check_not_stale(exp_dirs, inputs) -> None:
+    """A model directory (final model or checkpoints) older than the labels, priors or teachers it
+    was trained from would be kept (or resumed) as if it were current: refuse, naming both. Not
+    deleted here: a long training is for the user to remove."""
+    for d in map(Path, exp_dirs):
+        made = [p for p in (d / "final.pt", *d.glob("epoch-*.pt")) if p.is_file()]
+        if not made:
+            continue
+        oldest = min(made, key=lambda p: p.stat().st_mtime)
+        newer = [p for p in map(Path, inputs) if p.is_file() and p.stat().st_mtime > oldest.stat().st_mtime]
+        if newer:
+            raise UserError(f"{d} was trained from older inputs ({newer[0]} is newer than {oldest}): remove {d} "
+                            "to train again on the new ones")
+
+
 def _splits(frames, dev_fraction, dev_seed, subset_fraction, subset_seed):
     from asr_kd.nnet.data import split_by_speaker, subset_utterances
 
@@ -170,6 +185,7 @@ def run(args) -> int:
     meta = {"gmm_dir": str(args.gmm_dir), "log_priors": priors["log_priors"], "cmvn": "speaker",
             "sampling_rate": first.sampling_rate, "feature": "fbank-40", "train_cuts": str(args.cuts),
             "teachers": [str(p) for p in args.teachers], "seed": args.seed}
+    check_not_stale(args.exp_dir, [args.cuts, priors_path, *([args.dev_cuts] if args.dev_cuts else []), *args.teachers])
     t0 = time.time()
     summaries = train_together(args.exp_dir, model_cfg, cfgs, train_set, dev_set, teachers, meta)
     for exp_dir, summary in zip(args.exp_dir, summaries):

@@ -19,8 +19,9 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Mapping, Optional, Sequence, Tuple
+from typing import List, Mapping, Sequence, Tuple
 
+import kaldialign
 import numpy as np
 
 from asr_kd.utils import Pathlike, write_text
@@ -78,8 +79,6 @@ class UttAlignment:
 def compute_wer(refs: Mapping[str, Sequence[str]], hyps: Mapping[str, Sequence[str]]) -> Tuple[WerStats, List[UttAlignment]]:
     """Score every utterance of ``refs`` with a non-empty reference; hypotheses missing from
     ``hyps`` count as empty."""
-    import kaldialign
-
     stats = WerStats()
     alignments = []
     empty = sorted(u for u, ref in refs.items() if not ref)
@@ -177,13 +176,3 @@ def frame_accuracy(predictions: Sequence[np.ndarray], labels: Sequence[np.ndarra
         total += int(keep.sum())
     return 100.0 * correct / max(total, 1), total
 
-
-def best_wer(decode_dir: Pathlike) -> Optional[Tuple[str, float]]:
-    """The ``wer_*`` file with the lowest WER in ``decode_dir`` (Kaldi's utils/best_wer.sh)."""
-    best = None
-    for path in Path(decode_dir).glob("wer_*"):
-        line = path.read_text().splitlines()[0]
-        wer = float(line.split()[1])
-        if best is None or wer < best[1]:
-            best = (path.name, wer)
-    return best

@@ -24,12 +24,15 @@ existing manifests) goes through :mod:`asr_kd.data.import_data` into the same la
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
+from lhotse.recipes import prepare_librispeech as lhotse_prepare
 
+from asr_kd.data import import_data
 from asr_kd.data.text import DIGIT_WORDS, normalize_text
 from asr_kd.utils import Pathlike, atomic_path, outputs_exist, read_json, write_json
 
@@ -234,8 +237,6 @@ def carve_dev(train: List[Utterance], fraction: float = DEV_FRACTION, seed: int 
     """Split a dev set off the training utterances, for tuning (LM weight, early stopping) without
     touching test: whole speakers when there are at least 10 of them, otherwise every k-th
     utterance. Deterministic for a given ``seed``."""
-    import random
-
     if fraction <= 0:
         return train, []
     speakers = sorted({u.speaker for u in train})
@@ -310,8 +311,6 @@ def prepare_librispeech(
     num_jobs: int = 2,
 ) -> Dict[str, dict]:
     """LibriSpeech or mini-LibriSpeech through lhotse's own recipe, then our text normalization."""
-    from lhotse.recipes import prepare_librispeech as lhotse_prepare
-
     output_dir = Path(output_dir)
     report_path = output_dir / "librispeech_prepare.json"
     if not force and report_path.exists():
@@ -391,8 +390,6 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     if args.corpus in IMPORTS:
-        from asr_kd.data import import_data
-
         common = dict(name=args.name, split=args.split, sampling_rate=args.sampling_rate, force=args.force)
         if args.corpus == "kaldi":
             import_data.import_kaldi_dir(args.corpus_dir, args.output_dir, audio_root=args.audio_root,

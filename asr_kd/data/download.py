@@ -11,6 +11,9 @@ import shutil
 import tarfile
 from pathlib import Path
 
+from lhotse.recipes import download_librispeech
+from lhotse.utils import resumable_download, safe_extract
+
 from asr_kd.utils import Pathlike
 
 log = logging.getLogger(__name__)
@@ -46,8 +49,6 @@ def is_present(corpus: str, root: Path) -> bool:
 
 
 def _fetch_and_extract(url: str, target_dir: Path, extracted: Path) -> None:
-    from lhotse.utils import resumable_download, safe_extract
-
     target_dir.mkdir(parents=True, exist_ok=True)
     archive = target_dir / url.rsplit("/", 1)[-1]
     resumable_download(url, filename=archive)
@@ -69,8 +70,6 @@ def download_corpus(corpus: str, target_dir: Pathlike, librispeech_parts: str = 
         return root
     log.info(f"{corpus}: downloading into {target_dir}")
     if corpus == "librispeech":
-        from lhotse.recipes import download_librispeech
-
         download_librispeech(target_dir, dataset_parts=librispeech_parts)
     else:
         _fetch_and_extract(URLS[corpus], Path(target_dir), root)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
+import torch
 from lhotse import CutSet, Fbank, FbankConfig, LilcomChunkyWriter
 from lhotse.features.base import Features
 from lhotse.utils import compute_num_frames
@@ -64,8 +65,6 @@ def mel_range(sampling_rate: int) -> Tuple[float, float]:
 
 def _extract_chunk(cuts_jsonl: List[dict], storage_path: str, sampling_rate: int) -> Tuple[List[dict], List[Tuple[str, str]]]:
     """Worker: features for one chunk of cuts into one lilcom archive. Returns (cuts, failures)."""
-    import torch
-
     torch.set_num_threads(1)
     extractor = Fbank(fbank_config(sampling_rate))
     done, failed = [], []

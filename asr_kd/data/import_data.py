@@ -44,6 +44,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
+import soundfile as sf
 from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet, load_manifest
 from lhotse.audio import AudioSource
 
@@ -112,8 +113,6 @@ def probe_command(rec_id: str, command: str) -> Recording:
     if proc.returncode != 0:
         err = proc.stderr.decode(errors="replace").strip().splitlines()
         raise RuntimeError(f"exit status {proc.returncode}" + (f": {err[-1]}" if err else ""))
-    import soundfile as sf
-
     try:
         samples, rate = sf.read(io.BytesIO(proc.stdout), dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises several types for bytes that are not audio

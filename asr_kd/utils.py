@@ -1,5 +1,10 @@
 """Small helpers every module shares: atomic writes, locks, user errors, manifests, logging,
-seeding, JSON."""
+seeding, JSON.
+
+lhotse, numpy and torch are imported inside the functions that use them, not at the top:
+``asr_kd.cli`` imports this module, and ``asr-kd --help`` should not wait the ~2 s that
+lhotse or torch take to import.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -108,7 +113,7 @@ def error_text(e: BaseException) -> str:
 def load_cuts(path: Pathlike, missing_hint: str = ""):
     """The CutSet in the manifest ``path``, or a one-line :class:`UserError` naming the file when
     it is missing (``missing_hint`` says which stage makes it), truncated, corrupt or not cuts."""
-    from lhotse import CutSet, load_manifest
+    from lhotse import CutSet, load_manifest  # lazy: see the module docstring
 
     path = Path(path)
     if not path.is_file():
@@ -126,7 +131,7 @@ def load_cuts(path: Pathlike, missing_hint: str = ""):
 def iter_cuts(path: Pathlike, missing_hint: str = "") -> Iterator[Any]:
     """The cuts of the manifest ``path`` read lazily (one at a time: for a manifest too big to
     hold), with :func:`load_cuts`'s one-line errors; a truncated file fails when it is reached."""
-    from lhotse import load_manifest_lazy
+    from lhotse import load_manifest_lazy  # lazy: see the module docstring
 
     path = Path(path)
     if not path.is_file():
@@ -157,7 +162,7 @@ def read_json(path: Pathlike) -> Any:
 
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and torch (CPU and CUDA) for a reproducible run."""
-    import numpy as np
+    import numpy as np  # lazy (numpy, torch): see the module docstring
     import torch
 
     random.seed(seed)
@@ -171,7 +176,7 @@ def fast_bf16(device: str = "cpu") -> bool:
     Without those instructions (e.g. an AVX2-only CPU) oneDNN emulates bf16 and autocast is
     ~20x *slower* than fp32, so ``dtype="auto"`` must pick fp32 there.
     """
-    import torch
+    import torch  # lazy: see the module docstring
 
     if str(device).startswith("cuda"):
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
@@ -195,7 +200,7 @@ def autocast(device: str, dtype: str = "auto"):
     """bf16 autocast on ``device`` (CPU or CUDA), or a no-op for fp32; ``auto`` as :func:`resolve_dtype`.
 
     fp32 master weights stay fp32; only the matmuls run in bf16."""
-    import torch
+    import torch  # lazy: see the module docstring
 
     if resolve_dtype(dtype, device) == "fp32":
         return contextlib.nullcontext()

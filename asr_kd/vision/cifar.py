@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import pickle
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -73,8 +74,6 @@ def convert_shared_copy(corpus_dir: Pathlike, data_dir: Pathlike, tool: Optional
     data_dir.mkdir(parents=True, exist_ok=True)
     tmp = data_dir / f".{LAYOUT}.tmp"
     if tmp.exists():
-        import shutil
-
         shutil.rmtree(tmp)
     log.info("converting %s to the official layout with %s", corpus_dir, tool)
     subprocess.run([sys.executable, str(tool), str(tmp)], check=True)

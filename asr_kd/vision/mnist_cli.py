@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from asr_kd.vision.mnist_steps import STEPS, MnistConfig, run_steps
 from asr_kd.config import Flag, add_flags, command_line, config_flags, config_values, quick_values
+from asr_kd.vision.mnist_steps import STEPS, MnistConfig, run_steps
 
 QUICK = Flag("quick", "--quick", False, "tiny subset and few epochs (minutes)", is_switch=True)
 FLAGS = config_flags(MnistConfig, preset=True, extra_before={"force": QUICK})

@@ -37,11 +37,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from asr_kd.config import argv_command, option, quick_values
 from asr_kd.distill import tempered_softmax
 from asr_kd.results import load_results, update_results
 from asr_kd.utils import atomic_path, read_json, write_json
 from asr_kd.vision import mnist as M
-from asr_kd.config import argv_command, option, quick_values
 from asr_kd.vision.recipe import paper_note
 from asr_kd.vision.train import PRECISIONS, TrainConfig, TrainHistory, count_errors, predict_logits, train_classifier
 

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from asr_kd.config import argv_command, option, quick_values
 from asr_kd.distill import tempered_softmax
 from asr_kd.results import update_results
 from asr_kd.utils import atomic_path, read_json, seed_everything, setup_logging, write_json
@@ -49,7 +50,6 @@ from asr_kd.vision.cifar import (
     train_val_split,
 )
 from asr_kd.vision.cnn import CifarCNN, make_specialist
-from asr_kd.config import argv_command, option, quick_values
 from asr_kd.vision.recipe import paper_note
 from asr_kd.vision.specialists import (
     active_specialists, adjusted_rand_index, cluster_classes, cluster_purity, combine_kl, correct_dustbin_bias,

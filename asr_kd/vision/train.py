@@ -47,6 +47,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from asr_kd.distill import distillation_loss, tempered_softmax
 from asr_kd.utils import atomic_path, autocast, resolve_dtype, seed_everything, training_lock
@@ -288,11 +289,6 @@ def _train_classifier(model, x, y, config, soft_targets, teacher, augment, eval_
         precision, device,
     )
 
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        tqdm = None
-
     for epoch in range(first_epoch, cfg.epochs + 1):
         model.train()
         t0 = time.time()
@@ -300,7 +296,7 @@ def _train_classifier(model, x, y, config, soft_targets, teacher, augment, eval_
         total, count = 0.0, 0
         steps = range(steps_per_epoch)
         bar = None
-        if tqdm is not None and cfg.progress:
+        if cfg.progress:
             bar = tqdm(steps, desc=f"{cfg.desc} {epoch}/{cfg.epochs}", leave=False, mininterval=2.0)
             steps = bar
         for step in steps:

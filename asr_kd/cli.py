@@ -30,7 +30,7 @@ COMMANDS = {
     "download": ("asr_kd.data.download", "download a public corpus (skipped when already there)"),
     "prepare": ("asr_kd.data.corpora", "prepare lhotse manifests for a corpus"),
     "perturb": ("asr_kd.data.perturb", "speed-perturbed copies of a cuts manifest (0.9/1.0/1.1, Kaldi's sp prefix)"),
-    "fbank": ("asr_kd.data.features", "compute 40-dim log-mel fbank features and CMVN stats"),
+    "fbank": ("asr_kd.data.features", "compute 40-dim log-mel fbank features"),
     "lang": ("asr_kd.lang.prepare_lang", "build the lexicon, phone/word tables and L.fst"),
     "lm": ("asr_kd.lang.lm", "estimate an n-gram LM from training transcripts; ARPA and G.fst"),
     "gmm": ("asr_kd.hmm.cli", "GMM-HMM training (mono, tri), forced alignment, senone labels"),

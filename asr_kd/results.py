@@ -85,20 +85,6 @@ def _update(recipe_dir: Path, rows, table, notes, columns, finalize) -> dict:
     return results
 
 
-def drop_table(recipe_dir: Pathlike, table: str) -> dict:
-    """Remove a table (rows, note, column order) that a re-run made stale, and rewrite both files."""
-    recipe_dir = Path(recipe_dir)
-    with exclusive_lock(recipe_dir / LOCK_NAME):
-        results = load_results(recipe_dir)
-        results["rows"] = [r for r in results["rows"] if r.get("table") != table]
-        meta = results.setdefault("meta", {})
-        for key in ("tables", "notes"):
-            meta.get(key, {}).pop(table, None)
-        write_json(recipe_dir / "results.json", results)
-        write_text(recipe_dir / "RESULTS.md", render_markdown(results))
-    return results
-
-
 def render_markdown(results: dict) -> str:
     meta = results.get("meta", {})
     lines = [

@@ -2,7 +2,7 @@
 # corpus and corpus_dir (and optionally prepare_opts, lang_opts, splits, vocab_split); the other
 # options come from local/defaults.sh.
 #   stage 0: download (skipped when the corpus is found)   stage 1: lhotse manifests
-#   stage 2: fbank features + CMVN stats                   stage 3: lang (lexicon, L.fst)
+#   stage 2: fbank features                                stage 3: lang (lexicon, L.fst)
 splits=${splits:-"train dev test"}
 vocab_split=${vocab_split:-train}
 prepare_opts=${prepare_opts:-}
@@ -25,7 +25,7 @@ fi
 
 if stage_on 2; then
   for s in $splits; do need "1 (manifests)" data/manifests/${corpus}_cuts_$s.jsonl.gz; done
-  log "Stage 2: 40-dim fbank and CMVN stats"
+  log "Stage 2: 40-dim fbank"
   asr-kd fbank data/manifests data/fbank --corpus $corpus --splits $splits --num-jobs $nj
   if [ -n "$speed_perturb" ]; then
     log "Stage 2: speed-perturbed copies of train (factors $speed_perturb) for the DNNs, and their fbank"

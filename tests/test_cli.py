@@ -11,7 +11,7 @@ import pytest
 
 from asr_kd.cli import COMMANDS, main
 from asr_kd.data.corpora import prepare_corpus
-from asr_kd.results import drop_table, update_results
+from asr_kd.results import update_results
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,10 +98,6 @@ def test_results_rows_keep_their_table_order(tmp_path):
                    table="T1")
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
     assert [(r["table"], r["system"], r["wer"]) for r in rows] == [("T1", "a", 0.5), ("T1", "c", 3.0), ("T2", "b", 2.0)]
-    drop_table(tmp_path, "T1")
-    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
-    assert [r["table"] for r in rows] == ["T2"]
-    assert "## T1" not in (tmp_path / "RESULTS.md").read_text() and "## T2" in (tmp_path / "RESULTS.md").read_text()
 
 
 def test_report_recovered_gain(tmp_path):

@@ -32,7 +32,7 @@ def decode_phones(lang_dir, phones):
     lang = Lang.load(lang_dir)
     L = kaldifst.StdVectorFst.read(str(lang_dir / "L.fst"))
     kaldifst.arcsort(L, sort_type="ilabel")
-    composed = kaldifst.compose(linear_fst(lang.phone_ids(phones)), L)
+    composed = kaldifst.compose(linear_fst([lang.phones[p] for p in phones]), L)
     best = kaldifst.shortest_path(composed)
     ok, _, olabels, weight = kaldifst.get_linear_symbol_sequence(best)
     id2word = {i: w for w, i in lang.words.items()}

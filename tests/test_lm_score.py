@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from asr_kd.lang.lm import EOS, ArpaLM, NgramLM, arpa_to_fst, lm_vocabulary
+from asr_kd.lang.lm_mix import perplexity
 from asr_kd.score import compute_wer, frame_accuracy, score_wer
 
 SENTS = [s.split() for s in ["a b c", "a b d", "b c a", "c c", "a", "d a b c", "b b b"]]
@@ -33,9 +34,8 @@ def test_unseen_vocabulary_words_get_probability_and_test_text_is_not_needed():
     assert 0 < lm.prob_of(("a", "b"), "never_seen") < lm.prob_of(("a", "b"), "c")
     assert math.isfinite(arpa.log10_prob(("a", "b"), "never_seen"))
     # Seen continuations beat unseen ones, and the model prefers its training text.
-    ppl_train, n = arpa.perplexity(SENTS)
-    ppl_other, _ = arpa.perplexity([["d", "d", "never_seen", "c"]])
-    assert n == sum(len(s) + 1 for s in SENTS) and ppl_train < ppl_other
+    train, other = perplexity(arpa, SENTS), perplexity(arpa, [["d", "d", "never_seen", "c"]])
+    assert train["tokens"] == sum(len(s) + 1 for s in SENTS) and train["perplexity"] < other["perplexity"]
 
 
 def test_out_of_vocabulary_training_words_map_to_unk():

@@ -11,7 +11,6 @@ from asr_kd.vision.train import (
     TrainConfig,
     apply_max_norm,
     count_errors,
-    error_rate,
     lr_factor,
     predict_logits,
     resolve_precision,
@@ -196,7 +195,6 @@ def test_predict_restores_mode_and_counts():
     labels = z1.argmax(-1)
     assert count_errors(z1, labels) == 0
     assert count_errors(z1, 1 - labels) == 7
-    assert error_rate(labels, 1 - labels) == pytest.approx(100.0)
 
 
 def test_bad_inputs_are_rejected():

@@ -18,8 +18,9 @@ but redone. A cut whose audio cannot be read, or that is too short for a single 
 features are not finite, is skipped with a warning that names it, and counted in
 ``{corpus}_fbank_{split}.json``.
 
-CMVN statistics (count, sum, sum of squares per speaker and for the whole set) are written to
-``{corpus}_cmvn_{split}.json``; :class:`Cmvn` applies them.
+CMVN statistics (count, sum, sum of squares per speaker and for the whole set) are computed where
+features are used (:func:`compute_cmvn_stats` over the cuts a model trains or decodes on), and
+:class:`Cmvn` applies them.
 """
 from __future__ import annotations
 
@@ -37,8 +38,7 @@ from lhotse.features.base import Features
 from lhotse.utils import compute_num_frames
 from tqdm import tqdm
 
-from asr_kd.utils import (Pathlike, atomic_path, die_with_parent, load_cuts, outputs_exist, outputs_fresh, read_json,
-                          write_json)
+from asr_kd.utils import Pathlike, atomic_path, die_with_parent, load_cuts, outputs_exist, write_json
 
 log = logging.getLogger(__name__)
 
@@ -267,10 +267,6 @@ class Cmvn:
         self.global_ = moments(stats["global"])
         self.speakers = {k: moments(v) for k, v in stats.get("speakers", {}).items()}
 
-    @classmethod
-    def from_file(cls, path: Pathlike, **kwargs) -> "Cmvn":
-        return cls(read_json(path), **kwargs)
-
     def __call__(self, feats: np.ndarray, speaker: Optional[str] = None) -> np.ndarray:
         mean, inv_std = self.global_
         if self.mode == "speaker" and speaker in self.speakers:
@@ -288,7 +284,7 @@ class Cmvn:
 
 def add_arguments(parser) -> None:
     parser.add_argument("manifest_dir", type=Path, help="where `asr-kd prepare` wrote {corpus}_cuts_{split}.jsonl.gz")
-    parser.add_argument("output_dir", type=Path, help="where cuts with features, archives and CMVN stats go")
+    parser.add_argument("output_dir", type=Path, help="where cuts with features and their archives go")
     parser.add_argument("--corpus", required=True)
     parser.add_argument("--splits", nargs="+", default=["train", "dev", "test"])
     parser.add_argument("--num-jobs", type=int, default=2)
@@ -299,10 +295,6 @@ def run(args) -> int:
     for split in args.splits:
         src = args.manifest_dir / f"{args.corpus}_cuts_{split}.jsonl.gz"
         out = args.output_dir / f"{args.corpus}_cuts_{split}.jsonl.gz"
-        cuts = compute_fbank(load_cuts(src, "run the prepare stage first"), out, args.output_dir / f"feats_{split}",
-                             num_jobs=args.num_jobs, force=args.force)
-        cmvn_path = args.output_dir / f"{args.corpus}_cmvn_{split}.json"
-        if args.force or not outputs_fresh([cmvn_path], [out]):
-            write_json(cmvn_path, compute_cmvn_stats(cuts))
-            log.info(f"wrote {cmvn_path}")
+        compute_fbank(load_cuts(src, "run the prepare stage first"), out, args.output_dir / f"feats_{split}",
+                      num_jobs=args.num_jobs, force=args.force)
     return 0

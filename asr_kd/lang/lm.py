@@ -236,19 +236,6 @@ class ArpaLM:
             acc += self.logbow.get(history, 0.0)
             history = history[1:]
 
-    def perplexity(self, sentences: Iterable[Sequence[str]], unk: str = "<UNK>") -> Tuple[float, int]:
-        """Perplexity over words and </s>; words unknown to the model are scored as ``unk``."""
-        known = set(self.vocab)
-        total, n = 0.0, 0
-        for sent in sentences:
-            hist = [BOS]
-            for w in list(sent) + [EOS]:
-                w = w if w in known else unk
-                total += self.log10_prob(hist, w)
-                hist.append(w)
-                n += 1
-        return 10 ** (-total / max(n, 1)), n
-
 
 def arpa_to_fst_text(arpa: Pathlike, words_txt: Pathlike, disambig_symbol: str = "#0") -> str:
     """G in OpenFst text form (kaldilm's arpa2fst, natural-log costs)."""

@@ -170,9 +170,6 @@ class Lang:
             optional_silence=lines("optional_silence.txt", silence[:1])[0],
         )
 
-    def phone_ids(self, phones: Sequence[str]) -> List[int]:
-        return [self.phones[p] for p in phones]
-
 
 def transcript_words(cuts_paths: Sequence[Pathlike]) -> Counter:
     counts: Counter = Counter()

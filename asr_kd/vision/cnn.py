@@ -47,10 +47,6 @@ class CifarCNN(nn.Module):
         )
         self.head = nn.Linear(4 * w, num_classes)
 
-    @property
-    def num_outputs(self) -> int:
-        return self.head.out_features
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 

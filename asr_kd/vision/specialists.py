@@ -7,7 +7,7 @@
   (:func:`adjusted_rand_index`, :func:`cluster_purity`).
 - Dustbin specialists: :func:`dustbin_labels` maps a class id to the specialist's output (its
   special classes first, in order, then one dustbin for every other class);
-  :func:`oversampling_log_factor` and :func:`correct_dustbin_logit` undo the bias of training on
+  :func:`oversampling_log_factor` and :func:`correct_dustbin_bias` undo the bias of training on
   batches that are half special (the paper increments the dustbin logit by the log of the factor
   by which the special data was oversampled).
 - Section 6.1 targets: :func:`special_hard_soft_targets` (hard targets among the special classes,
@@ -203,16 +203,10 @@ def oversampling_log_factor(special_fraction_data: float, special_fraction_train
     return math.log(g / (1 - g)) - math.log(f / (1 - f))
 
 
-def correct_dustbin_logit(logits: torch.Tensor, log_factor: float) -> torch.Tensor:
-    """Add ``log_factor`` to the last (dustbin) logit of ``[..., |S|+1]`` logits."""
-    out = logits.clone()
-    out[..., -1] += log_factor
-    return out
-
-
 @torch.no_grad()
 def correct_dustbin_bias(head: torch.nn.Linear, log_factor: float) -> None:
-    """The same correction folded into the specialist's output layer (its dustbin bias)."""
+    """Add ``log_factor`` to the dustbin (last) logit, folded into the specialist's output layer (its
+    dustbin bias)."""
     head.bias[-1] += log_factor
 
 

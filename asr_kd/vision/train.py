@@ -27,7 +27,7 @@ Used by the image recipes (MNIST, CIFAR-100 specialists). The losses come from
     epoch and ends where an uninterrupted run would (long CPU runs survive an interruption).
 - :func:`predict_logits` ``(model, x, batch_size=1000, device="cpu", precision="fp32")``: fp32
   logits on the CPU, in eval mode (the model's previous mode is restored).
-- :func:`count_errors` ``(logits_or_predictions, labels) -> int`` and :func:`error_rate` (percent).
+- :func:`count_errors` ``(logits_or_predictions, labels) -> int``.
 - :func:`apply_max_norm` ``(model, max_norm)``: rescale each unit's incoming weight vector to an
   L2 norm of at most ``max_norm`` (Srebro & Shraibman; Hinton et al. 2012's dropout nets).
 - :func:`resolve_precision` ``(precision, device)`` and :func:`autocast` ``(device, precision)``.
@@ -210,12 +210,6 @@ def count_errors(logits_or_predictions: torch.Tensor, labels: torch.Tensor) -> i
     if pred.dim() == 2:
         pred = pred.argmax(dim=-1)
     return int((pred.cpu() != labels.cpu()).sum())
-
-
-def error_rate(logits_or_predictions: torch.Tensor, labels: torch.Tensor) -> float:
-    """Percentage of misclassified examples."""
-    n = labels.shape[0]
-    return 100.0 * count_errors(logits_or_predictions, labels) / max(n, 1)
 
 
 def train_classifier(

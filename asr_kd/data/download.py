@@ -82,7 +82,7 @@ def download_corpus(corpus: str, target_dir: Pathlike, librispeech_parts: str = 
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("corpus", choices=sorted(URLS) + ["librispeech"])
+    parser.add_argument("corpus", choices=sorted(URLS) + ["librispeech"], help="which public corpus")
     parser.add_argument("target_dir", type=Path, help="where to put the corpus")
     parser.add_argument("--librispeech-parts", default="mini_librispeech",
                         help="librispeech: lhotse's dataset_parts (mini_librispeech, all, or a part name)")

@@ -285,10 +285,10 @@ class Cmvn:
 def add_arguments(parser) -> None:
     parser.add_argument("manifest_dir", type=Path, help="where `asr-kd prepare` wrote {corpus}_cuts_{split}.jsonl.gz")
     parser.add_argument("output_dir", type=Path, help="where cuts with features and their archives go")
-    parser.add_argument("--corpus", required=True)
-    parser.add_argument("--splits", nargs="+", default=["train", "dev", "test"])
-    parser.add_argument("--num-jobs", type=int, default=2)
-    parser.add_argument("--force", action="store_true")
+    parser.add_argument("--corpus", required=True, help="the {corpus} prefix of the manifests (yesno, fsdd, ...)")
+    parser.add_argument("--splits", nargs="+", default=["train", "dev", "test"], help="splits to featurize")
+    parser.add_argument("--num-jobs", type=int, default=2, help="feature-extraction processes")
+    parser.add_argument("--force", action="store_true", help="recompute even if complete features exist")
 
 
 def run(args) -> int:

@@ -278,7 +278,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--text", type=Path, nargs="*", default=[], metavar="FILE",
                         help="plain text files (one sentence a line, no ids) that train the LM too")
     parser.add_argument("--out-dir", type=Path, required=True, help="e.g. data/lm")
-    parser.add_argument("--order", type=int, default=3)
+    parser.add_argument("--order", type=int, default=3, help="n-gram order (3: a trigram LM)")
     parser.add_argument("--smoothing", choices=["kn", "wb"], default="kn",
                         help="interpolated modified Kneser-Ney or Witten-Bell")
     parser.add_argument("--mix", type=Path, metavar="OTHER.arpa",
@@ -291,7 +291,7 @@ def add_arguments(parser) -> None:
                         help="sets whose perplexity is reported (never used for estimation)")
     parser.add_argument("--ppl-text", type=Path, nargs="*", default=[], metavar="FILE",
                         help="held-out plain text files whose perplexity is reported (never used for estimation)")
-    parser.add_argument("--force", action="store_true")
+    parser.add_argument("--force", action="store_true", help="re-estimate even if the ARPA, G.fst and stats exist")
 
 
 def run(args) -> int:

@@ -302,7 +302,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--phone-symbol-table", type=Path, metavar="MODEL_LANG/phones.txt",
                         help="keep a trained model's phone ids (Kaldi's prepare_lang.sh --phone-symbol-table); "
                         "a word pronounced with a phone outside it is an error")
-    parser.add_argument("--force", action="store_true")
+    parser.add_argument("--force", action="store_true", help="rebuild even if the lang directory is complete")
 
 
 def run(args) -> int:

@@ -42,7 +42,9 @@ def _common(p: argparse.ArgumentParser, lang: bool = True, cuts: bool = True) ->
 
 
 def _align_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--acoustic-scale", type=float, default=0.1)
+    p.add_argument("--acoustic-scale", type=float, default=0.1,
+                   help="scale of the GMM log-likelihoods against the HMM's "
+                   "transition log-probabilities in the alignment (Kaldi's --acoustic-scale)")
     p.add_argument("--sil-prob", type=float, default=0.5, help="optional silence probability between words")
     p.add_argument("--batch-frames", type=int, default=20000, help="frames per alignment batch")
     p.add_argument("--align-backend", choices=["torch", "k2"], default="torch",
@@ -86,7 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("align", help="forced-align cuts with a trained model", formatter_class=fmt)
     _common(p)
-    p.add_argument("--model-dir", required=True)
+    p.add_argument("--model-dir", required=True, help="trained model directory (exp/mono, exp/tri1)")
     p.add_argument("--out-dir", required=True, help="where ali.pt, summary.json, priors.json, phones.ctm go")
     _align_args(p)
 
@@ -103,22 +105,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--peer-path", required=True,
                    help="directory with kaldi-hmm-gmm and kaldifst==1.7.17 (pip install --no-deps --target DIR ...)")
     p.add_argument("--out", required=True, help="JSON report")
-    p.add_argument("--num-iters", type=int, default=20)
-    p.add_argument("--realign-iters", default="1,2,3,4,5,6,8,10,12,14,16,18")
-    p.add_argument("--max-gauss", type=int, default=300)
-    p.add_argument("--max-iter-inc", type=int, default=15)
+    p.add_argument("--num-iters", type=int, default=20, help="EM iterations of both flat-start trainings")
+    p.add_argument("--realign-iters", default="1,2,3,4,5,6,8,10,12,14,16,18",
+                   help="comma-separated iterations that realign, in both trainings")
+    p.add_argument("--max-gauss", type=int, default=300, help="target total number of Gaussians, in both trainings")
+    p.add_argument("--max-iter-inc", type=int, default=15, help="iteration by which max-gauss is reached")
     _align_args(p)
 
     p = sub.add_parser("report", help="write the GMM rows of RESULTS.md / results.json", formatter_class=fmt)
-    p.add_argument("--recipe-dir", default=".")
+    p.add_argument("--recipe-dir", default=".", help="where RESULTS.md and results.json are")
     p.add_argument("--model-dirs", nargs="+", default=[], help="training directories (exp/mono exp/tri1)")
     p.add_argument("--align-dirs", nargs="*", default=[], help="'gmm align' outputs, as SYSTEM:SET:DIR")
     p.add_argument("--command", required=True, help="the exact command that produced the numbers")
 
     p = sub.add_parser("ctm", help="phone-level CTM of an alignment", formatter_class=fmt)
     _common(p, cuts=False)
-    p.add_argument("--ali-dir", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--ali-dir", required=True, help="directory with ali.pt (a model or align output)")
+    p.add_argument("--out", required=True, help="output CTM file (utterance, channel, start, duration, phone)")
 
 
 def _peak_rss_mb() -> float:

@@ -1,4 +1,6 @@
 """The asr-kd command, the Kaldi-style option parser of the recipes, results files, LibriSpeech."""
+import argparse
+import importlib
 import json
 import multiprocessing
 import os
@@ -25,6 +27,29 @@ def test_every_command_has_help(capsys):
         out = capsys.readouterr().out
         assert "usage: asr-kd " + name in out
         assert "--force" in out or "target_dir" in out  # the command's own arguments are listed
+
+
+def _without_help(parser: argparse.ArgumentParser, path: str):
+    """(command path, option) for each argument and subcommand of ``parser`` that has no help
+    string, recursing into subcommands."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helped = {choice.dest for choice in action._choices_actions if choice.help}
+            for name, sub in action.choices.items():
+                if name not in helped:
+                    yield path, name
+                yield from _without_help(sub, f"{path} {name}")
+        elif not isinstance(action, argparse._HelpAction) and not action.help:
+            yield path, (action.option_strings or [action.dest])[0]
+
+
+def test_every_option_of_every_command_has_help():
+    missing = []
+    for name, (module, _) in COMMANDS.items():
+        parser = argparse.ArgumentParser(prog=f"asr-kd {name}")
+        importlib.import_module(module).add_arguments(parser)
+        missing += _without_help(parser, f"asr-kd {name}")
+    assert not missing, f"options without a help string: {missing}"
 
 
 def test_no_command_prints_help(capsys):

@@ -1,6 +1,7 @@
 """DistributedDataParallel for real: two CPU processes under torchrun (gloo) against one process."""
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,13 @@ def _torchrun():
     return cmd
 
 
+def _free_port() -> int:
+    """A port nothing listens on now (a fixed one collides when two test runs share a machine)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _run(tmp_path, cmd):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
@@ -59,7 +67,7 @@ def _run(tmp_path, cmd):
 def test_two_ranks_train_the_model_one_process_trains(tmp_path):
     script = tmp_path / "train.py"
     script.write_text(TRAIN)
-    ddp = _torchrun() + ["--nproc_per_node", "2", "--master_port", "29531", str(script)]
+    ddp = _torchrun() + ["--nproc_per_node", "2", "--master_port", str(_free_port()), str(script)]
     _run(tmp_path, ddp + [str(tmp_path / "ddp"), "16", "1"])
     _run(tmp_path, [sys.executable, str(script), str(tmp_path / "single"), "32", "1"])
 

@@ -36,6 +36,7 @@ COMMANDS = {
     "gmm": ("asr_kd.hmm.cli", "GMM-HMM training (mono, tri), forced alignment, senone labels"),
     "nnet": ("asr_kd.nnet.cli", "train DNN teachers, distill students, evaluate frame accuracy"),
     "decode": ("asr_kd.decode.cli", "decode a data set or audio files with k2 over HCLG; WER"),
+    "export": ("asr_kd.export", "a trained model (and its lang, LM, HCLG) as one directory that decodes anywhere"),
     "report": ("asr_kd.report", "add a row to a recipe's RESULTS.md / results.json from stage outputs"),
     "mnist": ("asr_kd.vision.mnist_cli", "MNIST distillation experiments (paper section 3)"),
     "specialists": ("asr_kd.vision.specialists_cli", "CIFAR-100 generalist + specialists (sections 5-6)"),

@@ -41,6 +41,24 @@ def _load_gmm(gmm_dir: Pathlike):
     return GmmHmm.load(path)
 
 
+def _senone_system(gmm_dir: Path):
+    """(context dependency, transition model, phone set) of the GMM system that defines a DNN's
+    senones: from its ``final.mdl``, or, in a directory written by ``asr-kd export`` (which holds
+    no GMM for a DNN), from its ``tree.json``, ``transitions.json`` and ``phones.json``."""
+    if (gmm_dir / "final.mdl").is_file() or not (gmm_dir / "tree.json").is_file():
+        gmm = _load_gmm(gmm_dir)
+        return gmm.ctx, gmm.trans, gmm.info.get("phones")
+    from asr_kd.hmm.topology import TransitionModel
+    from asr_kd.hmm.train import context_from_dict
+
+    for name in ("transitions.json", "phones.json"):
+        if not (gmm_dir / name).is_file():
+            raise FileNotFoundError(f"{gmm_dir / name} not found: {gmm_dir} has a tree.json but neither a final.mdl "
+                                    f"nor a complete export (asr-kd export)")
+    trans = TransitionModel.from_dict(read_json(gmm_dir / "transitions.json"))
+    return context_from_dict(read_json(gmm_dir / "tree.json"), trans.topo), trans, read_json(gmm_dir / "phones.json")
+
+
 def gmm_features(gmm_dir: Path, model) -> dict:
     """The GMM's feature settings: recorded in final.mdl, else (models trained before they were)
     the fbank settings of the rate of the training cuts its directory names, else an error."""
@@ -103,10 +121,10 @@ class DnnScorer:
         if "gmm_dir" not in meta or "log_priors" not in meta:
             raise ValueError(f"{model_paths[0]}: model metadata lacks gmm_dir/log_priors; was it trained by asr-kd nnet?")
         self.gmm_dir = meta_path(models[0], "gmm_dir")
-        gmm = _load_gmm(self.gmm_dir)
-        self.name = f"{model_paths[0]} (its GMM {self.gmm_dir / 'final.mdl'})"
-        self.ctx, self.trans = gmm.ctx, gmm.trans
-        self.phones = gmm.info.get("phones")
+        self.ctx, self.trans, self.phones = _senone_system(self.gmm_dir)
+        gmm_file = self.gmm_dir / "final.mdl"
+        its = f"GMM {gmm_file}" if gmm_file.is_file() else f"senones {self.gmm_dir}"  # an export has no GMM
+        self.name = f"{model_paths[0]} (its {its})"
         self.model_files = [self.gmm_dir / "tree.json", self.gmm_dir / "transitions.json"]
         self.log_priors = torch.tensor(meta["log_priors"], dtype=torch.float32)
         if self.log_priors.numel() != self.ctx.num_pdfs:

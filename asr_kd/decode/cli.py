@@ -11,6 +11,11 @@ and ``decode.json`` (scored utterances, empty lattices, real-time factor, the be
 penalty). Tune both on a dev set and pass the chosen ones to the test set with ``--lm-weights W
 --word-ins-penalties P``.
 
+A model exported by ``asr-kd export`` decodes from its directory (or .tar.gz) alone, with the lang,
+LM and HCLG it holds (``--lang-dir``/``--lm`` replace them)::
+
+    asr-kd decode --model-dir export/dnn_distilled --cuts data/fbank/X_cuts_test.jsonl.gz --out-dir decode_test
+
 Audio files (wav, flac, ogg/opus) print one transcript per file::
 
     asr-kd decode --model exp/dnn_distilled_T2/final.pt --lang-dir data/lang --lm data/lm/G_3gram.fst \\
@@ -45,12 +50,19 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", nargs="+", required=True,
-                        help="a GMM dir (final.mdl), or DNN final.pt file(s): several make an ensemble")
-    parser.add_argument("--lang-dir", type=Path, required=True, help="lang directory (words.txt, L_disambig.fst)")
-    parser.add_argument("--lm", type=Path, required=True, help="G.fst (from asr-kd lm)")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--model", nargs="+",
+                       help="a GMM dir (final.mdl), or DNN final.pt file(s): several make an ensemble")
+    model.add_argument("--model-dir", type=Path,
+                       help="a directory (or .tar.gz) written by asr-kd export: its model, and its lang, LM and "
+                            "graph where --lang-dir, --lm, --graph-dir are not given")
+    parser.add_argument("--lang-dir", type=Path,
+                        help="lang directory (words.txt, L_disambig.fst); required with --model")
+    parser.add_argument("--lm", type=Path, help="G.fst (from asr-kd lm); required with --model")
     parser.add_argument("--graph-dir", type=Path, help="HCLG cache (default: <dir of the GMM that defines the senones>/graph_<LM name without 'G_'>, "
-                             "e.g. exp/tri1/graph_3gram for G_3gram.fst, for the GMM and for DNNs trained on its labels)")
+                             "e.g. exp/tri1/graph_3gram for G_3gram.fst, for the GMM and for DNNs trained on its "
+                             "labels; with --model-dir: the export's graph, or <export>/graph_<LM> for a lang or LM "
+                             "of your own)")
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--cuts", type=Path, help="cuts with fbank features and reference transcripts")
     src.add_argument("--audio", type=Path, nargs="+",
@@ -286,6 +298,14 @@ def run(args) -> int:
     from asr_kd.lang import Lang
     from asr_kd.score import score_wer
 
+    if getattr(args, "model_dir", None) is not None:
+        from asr_kd.export import decode_inputs
+
+        decode_inputs(args)  # the export's model, and its lang, LM and graph where not given
+    for flag in ("lang_dir", "lm"):
+        if getattr(args, flag) is None:
+            raise ValueError(f"--{flag.replace('_', '-')} is required with --model "
+                             "(an export's --model-dir may hold it)")
     scorer, graph = load_for_decoding(args.model, args.device, args.lang_dir, args.lm, args.graph_dir)
     graph_dir = args.graph_dir or scorer.gmm_dir / f"graph_{args.lm.stem.removeprefix('G_')}"
     lang = Lang.load(args.lang_dir)
@@ -308,7 +328,7 @@ def run(args) -> int:
     if args.out_dir is None:
         raise SystemExit("--out-dir is required with --cuts")
     summary_path = args.out_dir / "decode.json"
-    models = [m / "final.mdl" if Path(m).is_dir() else m for m in args.model]
+    models = [Path(m) / "final.mdl" if Path(m).is_dir() else Path(m) for m in args.model]
     inputs = [*models, *scorer.model_files, graph_dir / "HCLG.pt", args.cuts, args.lang_dir / "words.txt", args.lm]
     if not args.force and outputs_fresh([summary_path], inputs):
         log.info(f"{summary_path} exists and is newer than the model, graph and cuts; skipping (use --force to redo)")
@@ -352,6 +372,7 @@ def run(args) -> int:
     best = tied[len(tied) // 2]
     summary = {
         "model": [str(m) for m in args.model],
+        "model_dir": str(args.model_dir) if getattr(args, "model_dir", None) else None,
         "cuts": str(args.cuts),
         "graph_dir": str(graph_dir),
         "utterances": len(ids),

@@ -102,19 +102,30 @@ def load_model(path: Pathlike, device: str = "cpu") -> Dnn:
     """A saved model in eval mode; ``model.meta`` holds the saved metadata, ``model.path`` its file.
 
     Relative paths in the metadata (models saved before paths were stored absolute) are resolved
-    as :func:`asr_kd.model_info.resolve_path`; one found nowhere is left as stored (see :func:`meta_path`)."""
+    as :func:`asr_kd.model_info.resolve_path`; one found nowhere is left as stored (see :func:`meta_path`).
+    A model whose ``meta["paths_relative_to"]`` is ``"model_file"`` (written by ``asr-kd export``)
+    has them resolved against its own directory only."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such model (run the training stage first)")
     d = torch.load(path, map_location=device)
     model = Dnn(DnnConfig(**d["config"]))
     model.load_state_dict(d["state_dict"])
     meta = d.get("meta", {})
+    # An exported model (asr-kd export) stores its paths relative to its own file, so that the
+    # export directory can be moved: they are resolved there, never against the current directory.
+    beside = Path(path).resolve().parent if meta.get("paths_relative_to") == "model_file" else None
+
+    def resolve(p):
+        if beside is not None and not Path(p).is_absolute():
+            return str((beside / p).resolve())
+        return str(resolve_path(p, path) or p)
+
     for key in META_PATHS:
         value = meta.get(key)
         if isinstance(value, (list, tuple)):
-            meta[key] = [str(resolve_path(p, path) or p) for p in value]
+            meta[key] = [resolve(p) for p in value]
         elif value is not None:
-            meta[key] = str(resolve_path(value, path) or value)
+            meta[key] = resolve(value)
     model.meta, model.path = meta, Path(path)
     return model.to(device).eval()
 

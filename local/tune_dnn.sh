@@ -7,6 +7,8 @@
 #   ../../local/tune_dnn.sh [--configs "name=options;name=options"] [--preset small] [--jobs 2]
 # Configurations are separated by ';', e.g.
 #   --configs "base=;drop0.2=--dropout 0.2;specaug=--freq-mask 10 --time-mask 4"
+# and may name other training cuts, e.g. "sp=--cuts data/senones/X_cuts_train_sp.jsonl.gz" (stage 7
+# with --speed-perturb).
 set -euo pipefail
 cmdline=../../local/tune_dnn.sh; [ $# -eq 0 ] || cmdline+=$(printf " %q" "$@")
 . ../../local/defaults.sh
@@ -28,9 +30,13 @@ mkdir -p data/frames exp/tune_dnn
 tune_one() {  # tune_one NAME OPTIONS...
   local name=$1; shift
   local dir=exp/tune_dnn/$name
+  # A configuration may train on other cuts (--cuts data/senones/X_cuts_train_sp.jsonl.gz): its own frames cache.
+  local cuts=data/senones/${corpus}_cuts_train.jsonl.gz prev=
+  for a; do [ "$prev" = --cuts ] && cuts=$a; prev=$a; done
+  local cache=data/frames/$(basename "$cuts" .jsonl.gz | sed "s/^${corpus}_cuts_//").pt
   log "DNN configuration $name: $* -> $dir"
-  asr-kd nnet train --cuts data/senones/${corpus}_cuts_train.jsonl.gz --dev-cuts data/senones/${corpus}_cuts_dev.jsonl.gz \
-    --gmm-dir $gmm --exp-dir $dir --preset $preset --frames-cache data/frames/train.pt --no-progress \
+  asr-kd nnet train --cuts $cuts --dev-cuts data/senones/${corpus}_cuts_dev.jsonl.gz \
+    --gmm-dir $gmm --exp-dir $dir --preset $preset --frames-cache $cache --no-progress \
     $common_opts "$@" > $dir.log 2>&1
   asr-kd decode --model $dir/final.pt --lang-dir data/lang --lm $G --cuts data/fbank/${corpus}_cuts_dev.jsonl.gz \
     --out-dir $dir/decode_dev --lm-weights $lm_weights --word-ins-penalties $word_ins_penalties $decode_opts \

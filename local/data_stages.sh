@@ -1,8 +1,8 @@
 # The data stages every corpus recipe shares, sourced by recipes/<corpus>/run.sh after it sets
 # corpus and corpus_dir (and optionally prepare_opts, lang_opts, splits, vocab_split); the other
 # options come from local/defaults.sh.
-#   stage 0: download (skipped when the corpus is found)   stage 1: lhotse manifests
-#   stage 2: fbank features                                stage 3: lang (lexicon, L.fst)
+#   0 download (skipped when the corpus is found)   1 lhotse manifests
+#   2 fbank features (+ speed-perturbed train with --speed-perturb)   3 lang (lexicon, L.fst)
 splits=${splits:-"train dev test"}
 vocab_split=${vocab_split:-train}
 prepare_opts=${prepare_opts:-}

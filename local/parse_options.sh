@@ -14,6 +14,11 @@ while [ $# -gt 0 ]; do
       grep -hE '^[a-z_]+=' $files | grep -vE '^(cmdline|corpus|max_stage)=|[$][{]' \
         | sed -E 's/^([a-z_]+)=("[^"]*"|[^ #]*) *(# *(.*))?$/\1\t\2\t\4/' \
         | awk -F'\t' '{ gsub("_", "-", $1); printf "  --%-20s %-28s %s\n", $1, ($2 == "" ? "\"\"" : $2), $3 }' >&2
+      here=$(dirname "${BASH_SOURCE[0]}")
+      if grep -q "local/asr_stages.sh" "$script"; then  # the stages (--stage N --stop-stage M), from the stage files' headers
+        echo "stages:" >&2
+        sed -nE 's/^#   ([0-9])/  \1/p' "$here/data_stages.sh" "$here/asr_stages.sh" >&2
+      fi
       exit 0 ;;
     --*=*) name=${1%%=*}; value=${1#*=}; shift ;;
     --*) name=$1; value=${2:-}; [ $# -ge 2 ] || { echo "$0: option $1 needs a value" >&2; exit 1; }; shift 2 ;;

@@ -252,3 +252,14 @@ def test_truncated_manifest_is_named_in_one_line(corpora, tmp_path):
 def test_a_command_exiting_with_a_message_is_formatted_like_an_error(tmp_path, capsys):
     rc = main(["lang", str(tmp_path / "lang"), "--vocab-cuts", "x", "--report-cuts", "nonsense"])
     assert rc == 1 and capsys.readouterr().err.strip() == "asr-kd lang: error: --report-cuts expects SPLIT=PATH, got 'nonsense'"
+
+
+@pytest.mark.parametrize("recipe", ["yesno", "fsdd", "speechocean762"])
+def test_recipe_help_lists_its_options_and_every_stage(recipe):
+    proc = subprocess.run(["bash", str(REPO / "recipes" / recipe / "run.sh"), "--help"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0
+    assert "--stop-stage" in proc.stderr and "--num-teachers" in proc.stderr
+    stages = proc.stderr.split("stages:\n", 1)[1]
+    numbers = {int(w) for line in stages.splitlines() for w in line.split() if w.isdigit()}
+    assert set(range(13)) <= numbers, stages

@@ -28,6 +28,20 @@ decode_set() {
     --out-dir $dir/decode_$set $scoring --subset-every $subset --nj $nj $decode_opts
 }
 
+# gmm_align SET OUT_DIR: forced alignment of a set by $gmm in $nj parts: local processes (--nj), or,
+# with cmd set (../../local/cmd/slurm.sh, or run.sh), one job per part through that wrapper
+# (--job JOB/$nj, as Kaldi's $cmd JOB=1:$nj) and a merge; the same ali.pt either way.
+gmm_align() {
+  local set=$1 out=$2
+  local args="--lang-dir data/lang --cuts data/fbank/${corpus}_cuts_$set.jsonl.gz --model-dir $gmm --out-dir $out"
+  if [ -z "$cmd" ]; then
+    asr-kd gmm align $args --nj $nj
+  else
+    $cmd JOB=1:$nj $out/log/align.JOB.log asr-kd gmm align $args --job JOB/$nj
+    asr-kd gmm align $args --merge-jobs $nj
+  fi
+}
+
 # report_row TABLE SYSTEM SET [asr-kd report options]
 report_row() {
   local table=$1 system=$2 set=$3; shift 3
@@ -47,14 +61,14 @@ if stage_on 5; then
   need "2 (features)" $(fbank_of train)
   log "Stage 5: monophone GMM-HMM (flat start)"
   asr-kd gmm mono --lang-dir data/lang --cuts data/fbank/${corpus}_cuts_train.jsonl.gz \
-    --exp-dir exp/mono --max-gauss $mono_gauss $mono_opts
+    --exp-dir exp/mono --max-gauss $mono_gauss --nj $nj $mono_opts
 fi
 
 if stage_on 6; then
   need "5 (monophones)" exp/mono/final.mdl exp/mono/ali.pt
   log "Stage 6: triphone GMM-HMM with a decision tree ($tri_leaves leaves); senone labels of train"
   asr-kd gmm tri --lang-dir data/lang --cuts data/fbank/${corpus}_cuts_train.jsonl.gz --ali-dir exp/mono \
-    --exp-dir $gmm --num-leaves $tri_leaves --max-gauss $tri_gauss $tri_opts
+    --exp-dir $gmm --num-leaves $tri_leaves --max-gauss $tri_gauss --nj $nj $tri_opts
   asr-kd gmm labels --cuts data/fbank/${corpus}_cuts_train.jsonl.gz --ali-dir $gmm \
     --out-cuts $senones/${corpus}_cuts_train.jsonl.gz
 fi
@@ -64,14 +78,12 @@ if stage_on 7; then
   need "2 (features)" $(fbank_of dev test ${speed_perturb:+train_sp})
   log "Stage 7: forced alignment of dev and test (senone labels for frame accuracy)"
   for s in dev test; do
-    asr-kd gmm align --lang-dir data/lang --cuts data/fbank/${corpus}_cuts_$s.jsonl.gz --model-dir $gmm \
-      --out-dir ${gmm}_ali_$s
+    gmm_align $s ${gmm}_ali_$s
     asr-kd gmm labels --cuts data/fbank/${corpus}_cuts_$s.jsonl.gz --ali-dir ${gmm}_ali_$s \
       --out-cuts $senones/${corpus}_cuts_$s.jsonl.gz
   done
   if [ -n "$speed_perturb" ]; then  # each speed's copy gets its own alignment by the triphone GMM
-    asr-kd gmm align --lang-dir data/lang --cuts data/fbank/${corpus}_cuts_train_sp.jsonl.gz --model-dir $gmm \
-      --out-dir ${gmm}_ali_train_sp
+    gmm_align train_sp ${gmm}_ali_train_sp
     asr-kd gmm labels --cuts data/fbank/${corpus}_cuts_train_sp.jsonl.gz --ali-dir ${gmm}_ali_train_sp \
       --out-cuts $senones/${corpus}_cuts_train_sp.jsonl.gz
   fi

@@ -2,7 +2,8 @@
 # settings and local/parse_options.sh, so each is an option: --lm-order 4, --num-teachers 10, ...
 stage=0
 stop_stage=100
-nj=2                   # parallel jobs (feature extraction, decoding)
+nj=2                   # parallel jobs (feature extraction, GMM training and alignment, decoding)
+cmd=""                 # GMM alignment jobs: local processes when empty; ../../local/cmd/slurm.sh: a Slurm array
 download_dir=download  # where a corpus missing locally is downloaded
 # language model and decoding
 lm_order=3

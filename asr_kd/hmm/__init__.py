@@ -13,6 +13,8 @@
   k2 (``intersect_dense`` + ``shortest_path``) or :mod:`~asr_kd.hmm.viterbi` (the same search
   as a batched torch Viterbi, the faster default on CPU).
 - :mod:`~asr_kd.hmm.train`: monophone and triphone training loops; model directories.
+- :mod:`~asr_kd.hmm.jobs`: ``--nj``: the E-step and alignment in parallel jobs, with the result of
+  one (fixed accumulation blocks summed along a fixed tree).
 - :mod:`~asr_kd.hmm.output`: senone labels on lhotse cuts, priors, CTM, model directories.
 - :mod:`~asr_kd.hmm.kaldi_peer`: peer check against Kaldi's own code (kaldi-hmm-gmm, run in its
   own process by :mod:`~asr_kd.hmm.kaldi_peer_worker`).

@@ -112,6 +112,13 @@ def equal_align_transcript(num_frames: int, words: Sequence[str], lang: LangInfo
     return equal_alignment(num_frames, phones, ctx, topo)
 
 
+def report_failures(failures: Dict[str, str], total: int) -> None:
+    """One warning counting the utterances not aligned, by kind of reason."""
+    if failures:
+        kinds = Counter(r.split(":")[0] for r in failures.values())
+        logger.warning("%d of %d utterances not aligned: %s", len(failures), total, dict(kinds))
+
+
 @dataclass
 class AlignOpts:
     acoustic_scale: float = 0.1
@@ -156,9 +163,10 @@ class ForcedAligner:
         return t
 
     def align(self, feats: Dict[str, np.ndarray], texts: Dict[str, Sequence[str]],
-              progress: bool = False) -> Tuple[Dict[str, Alignment], Dict[str, str]]:
+              progress: bool = False, report: bool = True) -> Tuple[Dict[str, Alignment], Dict[str, str]]:
         """Align every utterance in ``texts`` (features from ``feats``). Returns the alignments
-        and, for the utterances left out, the reason."""
+        and, for the utterances left out, the reason (one warning counts them, unless not
+        ``report``: a GMM job's caller warns once for all jobs)."""
         failures: Dict[str, str] = {}
         ready = []  # (utt, num_frames, template)
         for utt, words in texts.items():
@@ -196,9 +204,8 @@ class ForcedAligner:
                     failures[utt] = a
                 else:
                     alis[utt] = a
-        if failures:
-            kinds = Counter(r.split(":")[0] for r in failures.values())
-            logger.warning("%d of %d utterances not aligned: %s", len(failures), len(texts), dict(kinds))
+        if report:
+            report_failures(failures, len(texts))
         return alis, failures
 
     def _align_batch(self, xs: List[np.ndarray], templates) -> List:

@@ -10,6 +10,13 @@ Typical recipe use::
     asr-kd gmm labels --cuts data/fbank/X_cuts_train.jsonl.gz --ali-dir exp/tri1 \\
                       --out-cuts data/senones/X_cuts_train.jsonl.gz
 
+``--nj N`` (mono, tri, align) splits the utterances over N jobs, as Kaldi's ``--nj``: spawned
+processes of one thread each run the E-step of every iteration (realignment and statistics) and
+the alignment; the model and the alignment are those of ``--nj 1``, bit for bit
+(:mod:`asr_kd.hmm.jobs`). Under a scheduler, ``align --job J/N`` aligns part J of the same split
+into ``OUT_DIR/splitN/ali.J.pt`` (run as array jobs through ``local/cmd/run.sh`` or
+``local/cmd/slurm.sh``) and ``align --merge-jobs N`` writes the outputs of ``--nj N`` from them.
+
 Every step skips its work when its outputs exist and are newer than its inputs (``--force`` redoes
 it) and writes atomically. The file the skip looks at (``final.mdl`` of mono and tri, ``ali.pt`` of
 align, the ``--out-cuts`` manifest of labels) is removed before a redo rewrites anything and written
@@ -26,6 +33,7 @@ import time
 from pathlib import Path
 
 from asr_kd.model_info import check_phones, feature_config, phone_table
+from asr_kd.utils import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -53,12 +61,21 @@ def _align_args(p: argparse.ArgumentParser) -> None:
                    help="exclude utterances with words missing from the lexicon instead of mapping them to the OOV word")
 
 
+def _nj_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nj", type=int, default=1,
+                   help="parallel jobs (spawned processes, one thread each): same results as --nj 1")
+
+
 def _train_args(p, iters, realign, gauss, inc) -> None:
     p.add_argument("--num-iters", type=int, default=iters, help="EM iterations (after the initial pass)")
     p.add_argument("--realign-iters", default=realign, help="comma-separated iterations that realign")
     p.add_argument("--max-gauss", type=int, default=gauss, help="target total number of Gaussians")
     p.add_argument("--max-iter-inc", type=int, default=inc, help="iteration by which max-gauss is reached")
     p.add_argument("--progress", action="store_true", help="progress bars")
+    p.add_argument("--acc-block-frames", type=int, default=None,
+                   help="frames per block of statistics accumulation (default 30000): the unit the jobs share "
+                        "out and the fixed order the blocks are summed in (the model depends on it, not on --nj)")
+    _nj_arg(p)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -91,6 +108,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--model-dir", required=True, help="trained model directory (exp/mono, exp/tri1)")
     p.add_argument("--out-dir", required=True, help="where ali.pt, summary.json, priors.json, phones.ctm go")
     _align_args(p)
+    _nj_arg(p)
+    split = p.add_mutually_exclusive_group()
+    split.add_argument("--job", metavar="J/N", default=None,
+                       help="align only part J (1-based) of the --nj N split, into OUT_DIR/splitN/ali.J.pt "
+                            "(array jobs under a scheduler; then --merge-jobs N)")
+    split.add_argument("--merge-jobs", type=int, metavar="N", default=0,
+                       help="write the outputs of --nj N from the N parts written by --job J/N")
 
     p = sub.add_parser("labels", help="attach per-frame senone labels to cuts", formatter_class=fmt)
     _common(p, lang=False)
@@ -198,7 +222,8 @@ def _train_opts(args):
 
     return TrainOpts(num_iters=args.num_iters, realign_iters=tuple(int(i) for i in args.realign_iters.split(",") if i),
                      max_gauss=args.max_gauss, max_iter_inc=args.max_iter_inc, align=_align_opts(args),
-                     random_flat_start=getattr(args, "random_flat_start", False))
+                     random_flat_start=getattr(args, "random_flat_start", False),
+                     **({"acc_block_frames": args.acc_block_frames} if getattr(args, "acc_block_frames", None) else {}))
 
 
 def run(args) -> int:
@@ -244,13 +269,101 @@ def run(args) -> int:
               [Path(args.model_dir) / "final.mdl"] if step == "align" else [])
     from asr_kd.utils import training_lock
 
+    if args.nj < 1:
+        raise UserError(f"--nj must be at least 1, not {args.nj}")
+    if step == "align" and args.job:
+        job, nj = _parse_job(args.job)
+        part = _part_path(out_dir, job, nj)
+        with training_lock(part):  # the other parts run beside it
+            return _align_job(args, lang, out_dir, inputs, job, nj, part)
     with training_lock(out_dir):
         return _train_or_align(args, step, lang, out_dir, inputs)
 
 
+# Alignment alone sums no statistics: one utterance per block, so that the parts balance on any
+# set. --job J/N splits as --nj N does.
+ALIGN_BLOCK_FRAMES = 1
+
+
+def _parse_job(spec: str):
+    """``J/N`` -> ``(J, N)`` with ``1 <= J <= N``, or a one-line error."""
+    try:
+        job, nj = (int(v) for v in spec.split("/"))
+    except ValueError:
+        raise UserError(f"--job takes J/N (part J of N, 1-based), not {spec!r}") from None
+    if not 1 <= job <= nj:
+        raise UserError(f"--job {spec}: J must be between 1 and N")
+    return job, nj
+
+
+def _part_path(out_dir: Path, job: int, nj: int) -> Path:
+    return out_dir / f"split{nj}" / f"ali.{job}.pt"
+
+
+def _align_job(args, lang, out_dir, inputs, job, nj, part) -> int:
+    """``gmm align --job J/N``: part J of the ``--nj N`` split, aligned into ``splitN/ali.J.pt``."""
+    import torch
+
+    from asr_kd.hmm.jobs import GmmJobs
+    from asr_kd.utils import atomic_path, outputs_fresh
+
+    if not args.force:
+        if outputs_fresh([out_dir / "ali.pt"], [args.cuts, *inputs]):
+            logger.info("%s is done and newer than its inputs; skipping part %d/%d", out_dir, job, nj)
+            return 0
+        if outputs_fresh([part], [args.cuts, *inputs]):
+            logger.info("%s is newer than its inputs; skipping (use --force to redo)", part)
+            return 0
+    model = load_model_checked(args.model_dir, args.lang_dir)
+    cuts, feats, texts, rejected = load_data(args.cuts, args.max_utts)
+    parts = GmmJobs.split(feats, texts, nj, block_frames=ALIGN_BLOCK_FRAMES)
+    mine = parts[job - 1] if job <= len(parts) else []
+    t1 = time.time()
+    with GmmJobs({u: feats[u] for u in mine}, {u: texts[u] for u in mine}, lang, model.ctx, _align_opts(args), 1,
+                 args.device, block_frames=ALIGN_BLOCK_FRAMES) as jobs:
+        alis, failures = jobs.align(model.gmm, model.trans)
+    secs = time.time() - t1
+    part.unlink(missing_ok=True)
+    with atomic_path(part) as tmp:
+        torch.save({"job": job, "nj": nj, "utts": mine, "alis": {u: a.to_arrays() for u, a in alis.items()},
+                    "failures": failures, "rejected": rejected, "align_seconds": secs,
+                    "peak_rss_mb": _peak_rss_mb()}, tmp)
+    logger.info("%s: part %d/%d, %d of %d utterances aligned (%.1f s)", part, job, nj, len(alis), len(mine), secs)
+    return 0
+
+
+def _merge_parts(args, out_dir, inputs, nj):
+    """The alignments, failures and timings of the N parts written by ``--job J/N``, checked to be
+    all there and newer than their inputs."""
+    import torch
+
+    from asr_kd.hmm.align import Alignment
+    from asr_kd.utils import outputs_fresh
+
+    alis, found, rejected, secs, utts = {}, {}, {}, [], set()
+    for j in range(1, nj + 1):
+        path = _part_path(out_dir, j, nj)
+        again = f"asr-kd gmm align ... --out-dir {out_dir} --job {j}/{nj}"
+        if not path.is_file():
+            raise UserError(f"{path} not found: run part {j} of {nj} first ({again})")
+        if not outputs_fresh([path], [args.cuts, *inputs]):
+            raise UserError(f"{path} is older than {' or '.join(str(i) for i in [args.cuts, *inputs])}: "
+                            f"rerun part {j} of {nj} ({again} --force)")
+        d = torch.load(path, map_location="cpu", weights_only=False)  # our own file: numpy arrays inside
+        if (d["job"], d["nj"]) != (j, nj):
+            raise UserError(f"{path} holds part {d['job']}/{d['nj']}, not {j}/{nj}")
+        alis.update((u, Alignment.from_arrays(a)) for u, a in d["alis"].items())
+        found.update(d["failures"])
+        rejected.update(d["rejected"])
+        secs.append(d["align_seconds"])
+        utts.update(d["utts"])
+    return alis, found, rejected, secs, utts | set(rejected)
+
+
 def _train_or_align(args, step, lang, out_dir, inputs) -> int:
+    from asr_kd.hmm.jobs import GmmJobs, peak_rss_jobs_mb
     from asr_kd.hmm.output import load_alignments, save_alignments, save_model_dir, senone_priors, write_ctm
-    from asr_kd.utils import outputs_fresh, write_json
+    from asr_kd.utils import load_cuts, outputs_fresh, write_json
 
     if outputs_fresh([out_dir / ("final.mdl" if step != "align" else "ali.pt")], [args.cuts, *inputs]) and not args.force:
         logger.info("%s is done and newer than its inputs; skipping (use --force to redo)", out_dir)
@@ -258,28 +371,43 @@ def _train_or_align(args, step, lang, out_dir, inputs) -> int:
     t0 = time.time()
     prev = None if step == "mono" else load_model_checked(args.ali_dir if step == "tri" else args.model_dir,
                                                           args.lang_dir)
-    cuts, feats, texts, rejected = load_data(args.cuts, args.max_utts)
+    if step == "align" and args.merge_jobs:
+        cuts = load_cuts(args.cuts, "run the fbank stage first")
+        texts = [c.id for c in (cuts.subset(first=args.max_utts) if args.max_utts else cuts)]
+        alis, found, rejected, job_secs, covered = _merge_parts(args, out_dir, inputs, args.merge_jobs)
+        if covered != set(texts):
+            raise UserError(f"the {args.merge_jobs} parts in {out_dir}/split{args.merge_jobs} hold {len(covered)} "
+                            f"utterances, {args.cuts} has {len(texts)}: run the parts with the same --cuts and "
+                            "--max-utts as the merge")
+        failures = {u: found.get(u, "no features") for u in texts if u not in alis}
+        secs = sum(job_secs)
+        extra = {"nj": args.merge_jobs, "job_align_seconds": [round(v, 2) for v in job_secs]}
+    else:
+        cuts, feats, texts, rejected = load_data(args.cuts, args.max_utts)
     from asr_kd.hmm.train import train_mono, train_tri
 
     if step == "mono":
         model, alis, failures, history = train_mono(lang, feats, texts, _train_opts(args), args.num_states,
-                                                    args.num_sil_states, args.device, args.progress)
+                                                    args.num_sil_states, args.device, args.progress, args.nj)
         extra = {}
     elif step == "tri":
         prev_alis = load_alignments(_need(Path(args.ali_dir) / "ali.pt", "train the monophone system first"))
         prev_alis = {u: a for u, a in prev_alis.items() if u in feats and feats[u].shape[0] == a.num_frames}
         model, alis, failures, history, extra = train_tri(prev, prev_alis, feats, texts, lang, args.num_leaves,
                                                           _train_opts(args), args.min_leaf_count, args.device,
-                                                          args.progress)
+                                                          args.progress, args.nj)
         extra = {"tree": extra}
     else:  # align
-        from asr_kd.hmm.align import ForcedAligner
-
         model = prev
-        t1 = time.time()
-        aligner = ForcedAligner(model.gmm, model.ctx, model.trans, lang, _align_opts(args), args.device)
-        alis, failures = aligner.align(feats, texts, progress=True)
-        secs = time.time() - t1
+        if not args.merge_jobs:
+            t1 = time.time()
+            with GmmJobs(feats, texts, lang, model.ctx, _align_opts(args), args.nj, args.device,
+                         block_frames=ALIGN_BLOCK_FRAMES, progress=True) as jobs:
+                alis, failures = jobs.align(model.gmm, model.trans)
+            secs = time.time() - t1
+            extra = {"nj": args.nj}
+            if args.nj > 1:
+                extra["peak_rss_mb_jobs"] = peak_rss_jobs_mb()
         failures.update({u: r for u, r in rejected.items()})
         frames = sum(a.num_frames for a in alis.values())
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -291,12 +419,15 @@ def _train_or_align(args, step, lang, out_dir, inputs) -> int:
             "model": str(args.model_dir), "utts": len(texts), "utts_aligned": len(alis), "utts_failed": len(failures),
             "loglike_per_frame": sum(a.loglike for a in alis.values()) / max(frames, 1),
             "align_seconds": secs, "real_time_factor": secs / max(frames * 0.01, 1e-9),
-            "peak_rss_mb": _peak_rss_mb()})
+            "peak_rss_mb": _peak_rss_mb(), **extra})
         save_alignments(out_dir / "ali.pt", alis)
         return 0
     failures.update({u: r for u, r in rejected.items()})
     extra["seconds"] = round(time.time() - t0, 1)
     extra["peak_rss_mb"] = _peak_rss_mb()
+    extra["nj"] = args.nj
+    if args.nj > 1:
+        extra["peak_rss_mb_jobs"] = peak_rss_jobs_mb()
     extra["frames"] = int(sum(f.shape[0] for f in feats.values()))
     model.info = model_info(cuts, args.cuts, args.lang_dir)
     extra["train_cuts"] = model.info["train_cuts"]

@@ -50,6 +50,13 @@ class DiagGmmSet:
         self.vars = variances.double()  # [P, G, D]
         self.log_weights = log_weights.double()  # [P, G]; -inf = unused slot
         self._cache = None
+        self._acc_cache = None
+
+    def __getstate__(self) -> dict:  # what a GMM job is sent: the parameters, not the caches
+        return {"means": self.means, "vars": self.vars, "log_weights": self.log_weights}
+
+    def __setstate__(self, d: dict) -> None:
+        self.__init__(d["means"], d["vars"], d["log_weights"])
 
     # ---- construction / io ----
     @classmethod
@@ -138,38 +145,49 @@ class DiagGmmSet:
     # ---- training ----
     def accumulate(self, x: torch.Tensor, pdfs: torch.Tensor, accs: GmmAccs, chunk: int = 200000) -> float:
         """Viterbi-style accumulation: frame t belongs to pdf ``pdfs[t]``; within the pdf, Gaussian
-        posteriors. Frames are grouped by pdf so each pdf costs three small matmuls (float64);
-        ``chunk`` frames at a time bound the memory. Returns the total log-likelihood."""
+        posteriors. Frames are grouped by pdf (stable sort: the order of a pdf's frames is theirs
+        in ``x``) so each pdf costs two small matmuls (float64); ``chunk`` frames at a time bound
+        the memory. The same frames in the same order give the same sums bit for bit (the GMM
+        jobs rely on it: :mod:`asr_kd.hmm.jobs`). Returns the total log-likelihood."""
         return sum(self._accumulate(x[s : s + chunk], pdfs[s : s + chunk], accs) for s in range(0, x.shape[0], chunk))
+
+    def _acc_params(self):
+        """Cached ``(W [P, 2D, G], const [P, G])`` of the accumulation (float64; unused slots -inf)."""
+        if self._acc_cache is None:
+            prec = 1.0 / self.vars
+            D = self.dim
+            W = torch.cat([-0.5 * prec, self.means * prec], dim=2).transpose(1, 2).contiguous()
+            const = self.log_weights - 0.5 * (D * LOG_2PI + torch.log(self.vars).sum(2) + (self.means**2 * prec).sum(2))
+            const = torch.where(torch.isfinite(self.log_weights), const, torch.full_like(const, -math.inf))
+            self._acc_cache = (W, const)
+        return self._acc_cache
 
     def _accumulate(self, x: torch.Tensor, pdfs: torch.Tensor, accs: GmmAccs) -> float:
         if x.shape[0] == 0:
             return 0.0
+        W, const = self._acc_params()
         x = x.to(self.means.device, torch.float64)
         pdfs = pdfs.to(self.means.device).long()
-        order = torch.argsort(pdfs)
-        xs, ps = x[order], pdfs[order]
-        uniq, counts = torch.unique_consecutive(ps, return_counts=True)
-        tot = 0.0
-        prec = 1.0 / self.vars
-        D = self.dim
-        const_all = self.log_weights - 0.5 * (D * LOG_2PI + torch.log(self.vars).sum(2) + (self.means**2 * prec).sum(2))
+        order = torch.argsort(pdfs, stable=True)
+        xs = x[order]
+        xx = torch.cat([xs * xs, xs], dim=1)  # [x^2, x]: the statistics of one matmul
+        uniq, counts = torch.unique_consecutive(pdfs[order], return_counts=True)
+        P, G, D = self.means.shape
+        stats = torch.zeros(P, G, 2 * D, dtype=torch.float64, device=x.device)
+        tot = []
         start = 0
         for p, n in zip(uniq.tolist(), counts.tolist()):
-            xp = xs[start : start + n]
+            xp = xx[start : start + n]
             start += n
-            used = torch.isfinite(self.log_weights[p])
-            W = torch.cat([-0.5 * prec[p, used], self.means[p, used] * prec[p, used]], dim=1)  # [g, 2D]
-            x2 = xp * xp
-            ll = torch.cat([x2, xp], dim=1) @ W.t() + const_all[p, used]  # [n, g]
+            ll = torch.addmm(const[p], xp, W[p])  # [n, G]; unused slots -inf, posterior 0
             fl = torch.logsumexp(ll, dim=1)
-            tot += float(fl.sum())
-            post = torch.exp(ll - fl[:, None])
-            idx = used.nonzero()[:, 0]
-            accs.occ[p, idx] += post.sum(0)
-            accs.x[p, idx] += post.t() @ xp
-            accs.x2[p, idx] += post.t() @ x2
-        return tot
+            tot.append(fl.sum())
+            post = ll.sub_(fl[:, None]).exp_()
+            accs.occ[p] += post.sum(0)
+            stats[p] += post.t() @ xp
+        accs.x2 += stats[:, :, :D]
+        accs.x += stats[:, :, D:]
+        return float(torch.stack(tot).sum())
 
     def new_accs(self) -> GmmAccs:
         return GmmAccs.zeros(self.num_pdfs, self.max_gauss, self.dim, self.means.device)
@@ -210,7 +228,7 @@ class DiagGmmSet:
         new_w = new_w / new_w.sum(1, keepdim=True).clamp_min(1e-300)
         self.log_weights = torch.where(used & ~remove, torch.log(new_w.clamp_min(1e-300)),
                                        torch.full_like(new_w, -math.inf))
-        self._cache = None
+        self._cache = self._acc_cache = None
         return {"updated_gauss": int(upd.sum()), "floored_dims": n_floored, "removed_gauss": int(remove.sum()),
                 "pdfs_without_data": int((~ok_pdf).sum())}
 
@@ -243,7 +261,7 @@ class DiagGmmSet:
                 self.vars[p, free] = self.vars[p, g]
                 lw[g] = lw[g] - math.log(2.0)
                 lw[free] = lw[g]
-        self._cache = None
+        self._cache = self._acc_cache = None
         return self.total_gauss()
 
 

@@ -1,8 +1,10 @@
 """Monophone and triphone GMM-HMM training (Kaldi's ``train_mono.sh`` and ``train_deltas.sh``).
 
 Both run the same loop: on the scheduled iterations realign the training data with the current
-model (batched k2 forced alignment), accumulate GMM and transition statistics on the fixed
-alignment, MLE-update both, and mix up towards the target number of Gaussians.
+model (batched forced alignment), accumulate GMM and transition statistics on the fixed
+alignment, MLE-update both, and mix up towards the target number of Gaussians. Realignment and
+accumulation (the E-step) run in ``nj`` jobs (:mod:`asr_kd.hmm.jobs`; the same model for any
+``nj``); the update, the mixing up and the tree are done here.
 """
 from __future__ import annotations
 
@@ -14,9 +16,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from asr_kd.hmm.align import AlignOpts, Alignment, ForcedAligner, equal_align_transcript
+from asr_kd.hmm.align import AlignOpts, Alignment, equal_align_transcript
 from asr_kd.hmm.gmm import DiagGmmSet, global_mean_var
 from asr_kd.hmm.graph import AlignError
+from asr_kd.hmm.jobs import BLOCK_FRAMES, GmmJobs
 from asr_kd.hmm.lang_io import LangInfo
 from asr_kd.hmm.topology import HmmTopology, TransitionModel
 from asr_kd.hmm.tree import MonophoneContext
@@ -73,14 +76,8 @@ class TrainOpts:
     perturb: float = 0.01
     min_gaussian_occupancy: float = 10.0
     var_floor_factor: float = 0.01  # variance floor = factor * global variance
+    acc_block_frames: int = BLOCK_FRAMES  # accumulation blocks: the jobs' unit and the summation order
     align: AlignOpts = field(default_factory=AlignOpts)
-
-
-def _cat(alis: Dict[str, Alignment], feats: Dict[str, np.ndarray], pdf_map=None):
-    utts = sorted(alis)
-    x = torch.from_numpy(np.concatenate([feats[u] for u in utts])) if utts else torch.zeros(0, 1)
-    pdfs = torch.from_numpy(np.concatenate([alis[u].pdfs for u in utts]).astype(np.int64)) if utts else torch.zeros(0, dtype=torch.long)
-    return x, pdfs
 
 
 def train_gmm_hmm(
@@ -92,8 +89,10 @@ def train_gmm_hmm(
     opts: TrainOpts,
     device="cpu",
     progress: bool = False,
+    nj: int = 1,
 ) -> Tuple[GmmHmm, Dict[str, Alignment], Dict[str, str], List[dict]]:
-    """Run the EM loop from the alignment ``alis`` (equal or from a previous model).
+    """Run the EM loop from the alignment ``alis`` (equal or from a previous model), the E-step in
+    ``nj`` jobs (:class:`~asr_kd.hmm.jobs.GmmJobs`: the same result for any ``nj``).
 
     Returns the model, the last alignment, the utterances left out (with reasons) and a
     per-iteration history (average per-frame log-likelihood, Gaussians, aligned fraction)."""
@@ -105,42 +104,36 @@ def train_gmm_hmm(
     del allx
     cur_gauss = model.gmm.total_gauss()
     inc = max(0, (opts.max_gauss - cur_gauss)) / max(1, opts.max_iter_inc)
-    x, pdfs = _cat(alis, feats)
-    cache: dict = {}  # graph templates, reused by every realignment of this run
-    for it in range(0, opts.num_iters + 1):
-        t0 = time.time()
-        realigned = False
-        if it > 0 and it in set(opts.realign_iters):
-            aligner = ForcedAligner(model.gmm, model.ctx, model.trans, lang, opts.align, device, cache)
-            alis, failures = aligner.align(feats, texts, progress=progress)
-            x, pdfs = _cat(alis, feats)
-            realigned = True
-        if x.shape[0] == 0:
-            raise RuntimeError("no utterance could be aligned; nothing to train on")
-        accs = model.gmm.new_accs()
-        tot_like = model.gmm.accumulate(x, pdfs, accs)
-        taccs = model.trans.new_accs()
-        for a in alis.values():
-            taccs.add_alignment(a.phones, a.states, a.phone_start)
-        stats = model.gmm.update(accs, var_floor=var_floor, min_gaussian_occupancy=opts.min_gaussian_occupancy)
-        trans_obj = model.trans.update(taccs)
-        if it < opts.max_iter_inc or model.gmm.total_gauss() < opts.max_gauss:
-            target = min(opts.max_gauss, int(cur_gauss + inc))
-            cur_gauss = model.gmm.split(target, accs.pdf_occupancy(), power=opts.power, perturb=opts.perturb)
-        row = {
-            "iter": it, "realigned": realigned, "frames": int(x.shape[0]),
-            "loglike_per_frame": tot_like / x.shape[0], "transition_obj_per_frame": trans_obj,
-            "num_gauss": model.gmm.total_gauss(), "num_pdfs": model.gmm.num_pdfs,
-            "utts_aligned": len(alis), "utts_failed": len(failures), "seconds": round(time.time() - t0, 2),
-            **stats,
-        }
-        history.append(row)
-        logger.info("iter %d%s: loglike/frame %.3f over %d frames, %d Gaussians, %d/%d utts aligned",
-                    it, " (realigned)" if realigned else "", row["loglike_per_frame"], row["frames"],
-                    row["num_gauss"], len(alis), len(texts))
-    # final alignment with the final model
-    aligner = ForcedAligner(model.gmm, model.ctx, model.trans, lang, opts.align, device, cache)
-    alis, failures = aligner.align(feats, texts, progress=progress)
+    realign_at = set(opts.realign_iters)
+    with GmmJobs(feats, texts, lang, model.ctx, opts.align, nj, device, opts.acc_block_frames, alis,
+                 progress) as jobs:
+        for it in range(0, opts.num_iters + 1):
+            t0 = time.time()
+            realigned = it > 0 and it in realign_at
+            e = jobs.estep(model.gmm, model.trans, realign=realigned)
+            if realigned:
+                alis, failures = e.alis, e.failures
+            if e.frames == 0:
+                raise RuntimeError("no utterance could be aligned; nothing to train on")
+            accs = e.accs
+            stats = model.gmm.update(accs, var_floor=var_floor, min_gaussian_occupancy=opts.min_gaussian_occupancy)
+            trans_obj = model.trans.update(e.taccs)
+            if it < opts.max_iter_inc or model.gmm.total_gauss() < opts.max_gauss:
+                target = min(opts.max_gauss, int(cur_gauss + inc))
+                cur_gauss = model.gmm.split(target, accs.pdf_occupancy(), power=opts.power, perturb=opts.perturb)
+            row = {
+                "iter": it, "realigned": realigned, "frames": e.frames,
+                "loglike_per_frame": e.loglike / e.frames, "transition_obj_per_frame": trans_obj,
+                "num_gauss": model.gmm.total_gauss(), "num_pdfs": model.gmm.num_pdfs,
+                "utts_aligned": e.utts, "utts_failed": len(failures), "seconds": round(time.time() - t0, 2),
+                **stats,
+            }
+            history.append(row)
+            logger.info("iter %d%s: loglike/frame %.3f over %d frames, %d Gaussians, %d/%d utts aligned",
+                        it, " (realigned)" if realigned else "", row["loglike_per_frame"], row["frames"],
+                        row["num_gauss"], e.utts, len(texts))
+        # final alignment with the final model
+        alis, failures = jobs.align(model.gmm, model.trans)
     return model, alis, failures, history
 
 
@@ -171,14 +164,15 @@ def equal_align_all(model: GmmHmm, feats, texts, lang: LangInfo, map_oov: bool =
 
 
 def train_mono(lang: LangInfo, feats, texts, opts: Optional[TrainOpts] = None, num_states: int = 3,
-               num_sil_states: int = 5, device="cpu", progress: bool = False):
-    """Monophone system from a flat start; returns ``(model, alignments, failures, history)``."""
+               num_sil_states: int = 5, device="cpu", progress: bool = False, nj: int = 1):
+    """Monophone system from a flat start (E-step in ``nj`` jobs); returns ``(model, alignments,
+    failures, history)``."""
     opts = opts or TrainOpts()
     model = init_monophone(lang, {u: feats[u] for u in texts if u in feats}, num_states, num_sil_states)
     alis, failures = equal_align_all(model, feats, texts, lang, opts.align.map_oov, opts.random_flat_start)
     if failures:
         logger.warning("equal alignment left out %d utterances", len(failures))
-    return train_gmm_hmm(model, feats, texts, lang, alis, opts, device, progress)
+    return train_gmm_hmm(model, feats, texts, lang, alis, opts, device, progress, nj)
 
 
 def convert_alignment(ali: Alignment, ctx) -> Alignment:
@@ -205,8 +199,10 @@ def train_tri(
     min_leaf_count: float = 100.0,
     device="cpu",
     progress: bool = False,
+    nj: int = 1,
 ):
-    """Triphone system with decision-tree state tying, from a previous model's alignment.
+    """Triphone system with decision-tree state tying, from a previous model's alignment (E-step
+    in ``nj`` jobs; the tree is built here).
 
     Returns ``(model, alignments, failures, history, tree_summary)``."""
     from asr_kd.hmm.tree import TreeStats, build_tree, cluster_phones, leaf_stats
@@ -240,5 +236,5 @@ def train_tri(
     trans = TransitionModel.from_dict(prev.trans.to_dict())
     model = GmmHmm(tree, trans, gmm)
     conv = {u: convert_alignment(a, tree) for u, a in alis.items()}
-    model, alis, failures, history = train_gmm_hmm(model, feats, texts, lang, conv, opts, device, progress)
+    model, alis, failures, history = train_gmm_hmm(model, feats, texts, lang, conv, opts, device, progress, nj)
     return model, alis, failures, history, summary

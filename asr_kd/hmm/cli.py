@@ -361,7 +361,7 @@ def _merge_parts(args, out_dir, inputs, nj):
 
 
 def _train_or_align(args, step, lang, out_dir, inputs) -> int:
-    from asr_kd.hmm.jobs import GmmJobs, peak_rss_jobs_mb
+    from asr_kd.hmm.jobs import GmmJobs, peak_rss_jobs_mb, start_jobs
     from asr_kd.hmm.output import load_alignments, save_alignments, save_model_dir, senone_priors, write_ctm
     from asr_kd.utils import load_cuts, outputs_fresh, write_json
 
@@ -369,6 +369,8 @@ def _train_or_align(args, step, lang, out_dir, inputs) -> int:
         logger.info("%s is done and newer than its inputs; skipping (use --force to redo)", out_dir)
         return 0
     t0 = time.time()
+    if args.nj > 1 and not getattr(args, "merge_jobs", 0):
+        start_jobs(args.nj)  # they start up while the features load
     prev = None if step == "mono" else load_model_checked(args.ali_dir if step == "tri" else args.model_dir,
                                                           args.lang_dir)
     if step == "align" and args.merge_jobs:

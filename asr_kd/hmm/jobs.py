@@ -25,8 +25,8 @@ does depend on ``block_frames``, which fixes the summation order; it is an optio
 Jobs are spawned processes, not forked ones: the parent has threads (torch's, tqdm's), and a
 forked child can deadlock on a lock one of them held. Each runs one thread, is killed with its
 parent (:func:`asr_kd.utils.die_with_parent`), and sits in a one-worker ``ProcessPoolExecutor`` of
-its own, so that its data stays in the process it was sent to. ``nj=1`` runs the same code in
-this process.
+its own, so that its data stays in the process it was sent to. :func:`start_jobs` starts them
+ahead, while the caller loads the features. ``nj=1`` runs the same code in this process.
 """
 from __future__ import annotations
 
@@ -174,17 +174,36 @@ class Part:
 
 
 _JOB: dict = {}  # the Part of a job process
+_STARTED: List[ProcessPoolExecutor] = []  # job processes started ahead (start_jobs), for the next GmmJobs
 
 
-def _start_job(parent_pid: int, part_args: tuple) -> None:
+def _start_job(parent_pid: int) -> None:
     die_with_parent(parent_pid)
     torch.set_num_threads(1)
     logging.getLogger("asr_kd").setLevel(logging.WARNING)
+
+
+def _load_part(part_args: tuple) -> None:
     _JOB["part"] = Part(*part_args)
 
 
 def _run_job(method: str, *args):
     return getattr(_JOB["part"], method)(*args)
+
+
+def _new_job() -> ProcessPoolExecutor:
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_job,
+                               initargs=(os.getpid(),))  # spawn, not fork: the parent has threads (torch, tqdm)
+    pool.submit(int)  # the executor starts its process at the first task
+    return pool
+
+
+def start_jobs(nj: int) -> None:
+    """Start ``nj`` job processes now for the next :class:`GmmJobs`, so that their start-up
+    (importing torch and the toolkit: seconds) overlaps what the caller does meanwhile (loading the
+    features, building the tree)."""
+    while len(_STARTED) < nj:
+        _STARTED.append(_new_job())
 
 
 def _no_leaf(i: int):
@@ -219,12 +238,18 @@ class GmmJobs:
         if self.nj == 1:
             self._local = Part(*args[0], progress=progress)
         else:
-            mp = multiprocessing.get_context("spawn")  # not fork: the parent has threads (torch, tqdm)
-            self._pools = [self._stack.enter_context(ProcessPoolExecutor(1, mp_context=mp, initializer=_start_job,
-                                                                         initargs=(os.getpid(), a)))
-                           for a in args]
+            pools = [_STARTED.pop(0) if _STARTED else _new_job() for _ in range(self.nj)]
+            self._pools = [self._stack.enter_context(pool) for pool in pools]
+            try:
+                for f in [pool.submit(_load_part, a) for pool, a in zip(self._pools, args)]:
+                    f.result()
+            except BaseException:
+                self.close()
+                raise
             logger.info("%d GMM jobs (spawned processes, one thread each) over %d utterances in %d blocks",
                         self.nj, len(utts), self.num_blocks)
+        while _STARTED:  # started ahead for more parts than this set has
+            _STARTED.pop().shutdown(wait=False)
 
     @staticmethod
     def _plan(feats, texts, nj: int, block_frames: int):

@@ -216,3 +216,19 @@ def test_run_sh_reports_failed_jobs(tmp_path):
     assert (tmp_path / "x.3.log").read_text().splitlines()[2] == "job 3"
     proc = subprocess.run([str(run), "JOB=1:2", str(tmp_path / "same.log"), "true"], capture_output=True, text=True)
     assert proc.returncode == 2 and "does not contain JOB" in proc.stderr
+
+
+def test_models_and_statistics_cross_to_jobs_by_value():
+    """torch tensors pickled by multiprocessing go to shared memory, and two job queues pickling
+    the same GMM at once crashed the parent (SIGSEGV in torch's reduce_storage): they cross as numpy."""
+    import pickle
+    from multiprocessing.reduction import ForkingPickler
+
+    from asr_kd.hmm.gmm import DiagGmmSet
+
+    gmm = DiagGmmSet.single_gaussian(torch.zeros(3), torch.ones(3), 4)
+    accs = gmm.new_accs()
+    back = pickle.loads(bytes(ForkingPickler.dumps(gmm)))
+    assert torch.equal(back.means, gmm.means) and torch.equal(back.log_weights, gmm.log_weights)
+    assert pickle.loads(bytes(ForkingPickler.dumps(accs))).x2.shape == accs.x2.shape
+    assert not gmm.means.is_shared() and not accs.occ.is_shared()

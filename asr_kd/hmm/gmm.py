@@ -33,6 +33,13 @@ class GmmAccs:
         return cls(torch.zeros(num_pdfs, max_gauss, **z), torch.zeros(num_pdfs, max_gauss, dim, **z),
                    torch.zeros(num_pdfs, max_gauss, dim, **z))
 
+    def __getstate__(self) -> dict:  # numpy, not torch's shared memory (see DiagGmmSet.__getstate__)
+        return {k: getattr(self, k).cpu().numpy() for k in ("occ", "x", "x2")}
+
+    def __setstate__(self, d: dict) -> None:
+        for k, v in d.items():
+            setattr(self, k, torch.from_numpy(v))
+
     def merge(self, other: "GmmAccs") -> None:
         self.occ += other.occ
         self.x += other.x
@@ -52,11 +59,14 @@ class DiagGmmSet:
         self._cache = None
         self._acc_cache = None
 
-    def __getstate__(self) -> dict:  # what a GMM job is sent: the parameters, not the caches
-        return {"means": self.means, "vars": self.vars, "log_weights": self.log_weights}
+    # What a GMM job is sent: the parameters (not the caches), as numpy arrays. A torch tensor
+    # pickled by multiprocessing is moved to shared memory instead (torch.multiprocessing's
+    # reductions), and two job queues doing that to the same tensor at once crash the process.
+    def __getstate__(self) -> dict:
+        return {k: getattr(self, k).cpu().numpy() for k in ("means", "vars", "log_weights")}
 
     def __setstate__(self, d: dict) -> None:
-        self.__init__(d["means"], d["vars"], d["log_weights"])
+        self.__init__(torch.from_numpy(d["means"]), torch.from_numpy(d["vars"]), torch.from_numpy(d["log_weights"]))
 
     # ---- construction / io ----
     @classmethod

@@ -361,7 +361,7 @@ def _merge_parts(args, out_dir, inputs, nj):
 
 
 def _train_or_align(args, step, lang, out_dir, inputs) -> int:
-    from asr_kd.hmm.jobs import GmmJobs, peak_rss_jobs_mb, start_jobs
+    from asr_kd.hmm.jobs import JOB_CPU, GmmJobs, peak_rss_jobs_mb, start_jobs
     from asr_kd.hmm.output import load_alignments, save_alignments, save_model_dir, senone_priors, write_ctm
     from asr_kd.utils import load_cuts, outputs_fresh, write_json
 
@@ -409,7 +409,7 @@ def _train_or_align(args, step, lang, out_dir, inputs) -> int:
             secs = time.time() - t1
             extra = {"nj": args.nj}
             if args.nj > 1:
-                extra["peak_rss_mb_jobs"] = peak_rss_jobs_mb()
+                extra.update(peak_rss_mb_jobs=peak_rss_jobs_mb(), **_job_cpu(JOB_CPU))
         failures.update({u: r for u, r in rejected.items()})
         frames = sum(a.num_frames for a in alis.values())
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -429,7 +429,7 @@ def _train_or_align(args, step, lang, out_dir, inputs) -> int:
     extra["peak_rss_mb"] = _peak_rss_mb()
     extra["nj"] = args.nj
     if args.nj > 1:
-        extra["peak_rss_mb_jobs"] = peak_rss_jobs_mb()
+        extra.update(peak_rss_mb_jobs=peak_rss_jobs_mb(), **_job_cpu(JOB_CPU))
     extra["frames"] = int(sum(f.shape[0] for f in feats.values()))
     model.info = model_info(cuts, args.cuts, args.lang_dir)
     extra["train_cuts"] = model.info["train_cuts"]
@@ -437,6 +437,11 @@ def _train_or_align(args, step, lang, out_dir, inputs) -> int:
     logger.info("%s: %d/%d utterances aligned, %d pdfs, %d Gaussians (%.0f s)", out_dir, len(alis), len(texts),
                 model.ctx.num_pdfs, model.gmm.total_gauss(), time.time() - t0)
     return 0
+
+
+def _job_cpu(cpu: dict) -> dict:
+    """The jobs' CPU seconds in all and on the critical path (asr_kd.hmm.jobs.JOB_CPU)."""
+    return {"jobs_cpu_s": round(cpu["cpu_s"], 2), "jobs_critical_cpu_s": round(cpu["critical_cpu_s"], 2)}
 
 
 def _report(args) -> int:

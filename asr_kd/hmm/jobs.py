@@ -34,6 +34,7 @@ import logging
 import multiprocessing
 import os
 import resource
+import time
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -188,7 +189,16 @@ def _load_part(part_args: tuple) -> None:
 
 
 def _run_job(method: str, *args):
-    return getattr(_JOB["part"], method)(*args)
+    t0 = time.process_time()
+    out = getattr(_JOB["part"], method)(*args)
+    return out, time.process_time() - t0
+
+
+# CPU seconds the jobs of this process spent in their tasks: in all ("cpu_s") and on the critical
+# path ("critical_cpu_s": per call, the busiest job's). On idle cores the tasks of a call run side
+# by side, so they take about critical_cpu_s of wall time; on a machine whose other work holds this
+# process to one core, they take about cpu_s.
+JOB_CPU = {"cpu_s": 0.0, "critical_cpu_s": 0.0}
 
 
 def _new_job() -> ProcessPoolExecutor:
@@ -277,7 +287,10 @@ class GmmJobs:
         if self._local is not None:
             return [getattr(self._local, method)(*args)]
         futures = [pool.submit(_run_job, method, *args) for pool in self._pools]
-        return [f.result() for f in futures]
+        results = [f.result() for f in futures]
+        JOB_CPU["cpu_s"] += sum(c for _, c in results)
+        JOB_CPU["critical_cpu_s"] += max(c for _, c in results)
+        return [r for r, _ in results]
 
     def _merge(self, results) -> Tuple[Dict[str, Alignment], Dict[str, str]]:
         """Alignments in sorted utterance order, failures in the order of ``texts`` (utterances

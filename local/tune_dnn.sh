@@ -31,8 +31,13 @@ tune_one() {  # tune_one NAME OPTIONS...
   local name=$1; shift
   local dir=exp/tune_dnn/$name
   # A configuration may train on other cuts (--cuts data/senones/X_cuts_train_sp.jsonl.gz): its own frames cache.
-  local cuts=data/senones/${corpus}_cuts_train.jsonl.gz prev=
-  for a; do [ "$prev" = --cuts ] && cuts=$a; prev=$a; done
+  # and another preset (--preset cpu), which is then the one its row names.
+  local cuts=data/senones/${corpus}_cuts_train.jsonl.gz prev= net=$preset
+  for a; do
+    [ "$prev" = --cuts ] && cuts=$a
+    [ "$prev" = --preset ] && net=$a
+    prev=$a
+  done
   local cache=data/frames/$(basename "$cuts" .jsonl.gz | sed "s/^${corpus}_cuts_//").pt
   log "DNN configuration $name: $* -> $dir"
   asr-kd nnet train --cuts $cuts --dev-cuts data/senones/${corpus}_cuts_dev.jsonl.gz \
@@ -43,7 +48,7 @@ tune_one() {  # tune_one NAME OPTIONS...
     >> $dir.log 2>&1
   asr-kd report --table "$table" --system "dnn-$name" --set dev --note "$note" \
     --command "cd recipes/$corpus && $cmdline" --decode-dir $dir/decode_dev --summary $dir/summary.json \
-    --field "options=${*:-(none)}" preset=$preset
+    --field "options=${*:-(none)}" preset=$net
 }
 
 # Parallel jobs may both build data/frames/train.pt the first time; it is written atomically.

@@ -220,7 +220,7 @@ class GraphTemplate:
     def fsa(self, trans: TransitionModel, transition_scale: float = 1.0, local: bool = False):
         """The k2 FSA with scores from ``trans``; with ``local`` its labels index ``pdf_set``
         (+1) instead of all pdf-ids, for scoring only the pdfs this graph uses."""
-        import k2
+        import k2  # here, not at the top: only --align-backend k2 needs k2 (not in pyproject's dependencies)
 
         score = self.scores(trans, transition_scale)
         arcs = torch.from_numpy(np.stack([self.src, self.dst, self.local_labels if local else self.labels,

@@ -4,11 +4,11 @@ import pytest
 import torch
 from lhotse import CutSet, MonoCut, SupervisionSegment
 
+k2 = pytest.importorskip("k2")  # before asr_kd.decode, which imports k2
+
 from asr_kd.decode import DecodeOpts, Decoder, batches_by_frames, build_graph, rescore_lm_weights
 from asr_kd.lang import Lang, prepare_lang
 from asr_kd.lang.lm import NgramLM, arpa_to_fst
-
-k2 = pytest.importorskip("k2")
 
 
 class Topo:

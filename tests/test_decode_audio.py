@@ -17,6 +17,8 @@ import soundfile as sf
 import torch
 from lhotse import CutSet, Fbank, MonoCut, Recording, SupervisionSegment
 
+k2 = pytest.importorskip("k2")  # before asr_kd.decode, which imports k2
+
 from asr_kd.data.features import fbank_config
 from asr_kd.decode import cli as decode_cli
 from asr_kd.decode.acoustic import DnnScorer, GmmScorer
@@ -32,8 +34,6 @@ from asr_kd.lang.lm import NgramLM, arpa_to_fst
 from asr_kd.model_info import feature_config, phone_table
 from asr_kd.nnet.model import Dnn, DnnConfig, load_model, save_model
 from asr_kd.utils import write_json
-
-k2 = pytest.importorskip("k2")
 
 TEXTS = ["yes no", "no no yes", "yes yes", "no"]
 

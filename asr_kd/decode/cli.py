@@ -42,8 +42,17 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import soundfile
 import torch
+from lhotse import Fbank, Recording
+from lhotse.utils import compute_num_frames
 from tqdm import tqdm
 
+from asr_kd.decode.acoustic import load_scorer
+from asr_kd.decode.decoder import DecodeOpts, Decoder, batches_by_frames, rescore_lm_weights
+from asr_kd.decode.graph import build_graph
+from asr_kd.export import decode_inputs
+from asr_kd.lang import Lang
+from asr_kd.model_info import fbank_of
+from asr_kd.score import score_wer
 from asr_kd.utils import die_with_parent, load_cuts, outputs_fresh, read_json, write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -115,8 +124,6 @@ def _declared_samples(path: Path) -> Optional[int]:
 def load_audio_file(path: Path, sampling_rate: int, resampled: set) -> np.ndarray:
     """[1, N] samples at ``sampling_rate`` (resampled, mixed down to mono), or ValueError with the
     reason the file cannot be used. ``resampled`` holds the source rates already logged."""
-    from lhotse import Recording
-
     if not path.is_file():
         raise ValueError("no such file")
     if path.stat().st_size == 0:
@@ -153,11 +160,6 @@ def audio_items(paths: List[Path], features: dict) -> Tuple[list, Dict[str, str]
     """(id, speaker, fbank) for audio files, featurized with the model's settings (``features``:
     sampling rate and fbank config), each file its own speaker for CMVN; and the files that
     could not be used, with the reason (each logged as one warning)."""
-    from lhotse import Fbank
-    from lhotse.utils import compute_num_frames
-
-    from asr_kd.model_info import fbank_of
-
     rate = features["sampling_rate"]
     extractor = Fbank(fbank_of(features))
     items, failures, resampled = [], {}, set()
@@ -198,9 +200,6 @@ def frame_shards(items, nj: int) -> List[List[int]]:
 def load_for_decoding(model, device, lang_dir, lm, graph_dir=None):
     """The scorer and graph of a model (the graph built once, then from its cache; by default in
     ``graph_<LM>`` beside the GMM that defines the senones)."""
-    from asr_kd.decode.acoustic import load_scorer
-    from asr_kd.decode.graph import build_graph
-
     scorer = load_scorer(model, device)
     graph_dir = graph_dir or scorer.gmm_dir / f"graph_{Path(lm).stem.removeprefix('G_')}"
     graph = build_graph(lang_dir, lm, scorer.ctx, scorer.trans, graph_dir, scorer.model_files,
@@ -257,8 +256,6 @@ def decode_items(scorer, graph, items, opts, lm_weights, penalties=(0.0,), fit_c
                  progress: bool = True):
     """Hypotheses (word ids or None) per (LM weight, word insertion penalty), and timing.
     ``fit_cmvn=False``: the scorer's CMVN was fitted on the whole set already (a parallel job)."""
-    from asr_kd.decode.decoder import Decoder, batches_by_frames, rescore_lm_weights
-
     decoder = Decoder(graph, opts)
     # Per-speaker CMVN from the whole set, as in training, not from whichever utterances share a batch.
     if fit_cmvn:
@@ -293,14 +290,7 @@ def decode_items(scorer, graph, items, opts, lm_weights, penalties=(0.0,), fit_c
 
 
 def run(args) -> int:
-    import k2  # noqa: F401  (fail early with a clear message if k2 is missing)
-    from asr_kd.decode.decoder import DecodeOpts
-    from asr_kd.lang import Lang
-    from asr_kd.score import score_wer
-
     if getattr(args, "model_dir", None) is not None:
-        from asr_kd.export import decode_inputs
-
         decode_inputs(args)  # the export's model, and its lang, LM and graph where not given
     for flag in ("lang_dir", "lm"):
         if getattr(args, flag) is None:

@@ -108,8 +108,8 @@ def train_gmm_hmm(
             t0 = time.time()
             realigned = it > 0 and it in realign_at
             e = jobs.estep(model.gmm, model.trans, realign=realigned)
-            if realigned:
-                alis, failures = e.alis, e.failures
+            if realigned:  # the jobs keep the new alignment; the final one is returned below
+                failures = e.failures
             if e.frames == 0:
                 raise RuntimeError("no utterance could be aligned; nothing to train on")
             accs = e.accs

@@ -194,7 +194,7 @@ def toy_scorer_and_graph(d, phones):
 
 
 def test_parallel_jobs_give_the_words_of_one_job(toy):
-    from asr_kd.decode.cli import decode_items, decode_parallel, frame_shards
+    from asr_kd.decode.steps import decode_items, decode_parallel, frame_shards
 
     d, lang, phones = toy
     ctx = MonoCtx(phones)

@@ -21,6 +21,7 @@ k2 = pytest.importorskip("k2")  # before asr_kd.decode, which imports k2
 
 from asr_kd.data.features import fbank_config
 from asr_kd.decode import cli as decode_cli
+from asr_kd.decode import steps as decode_steps
 from asr_kd.decode.acoustic import DnnScorer, GmmScorer
 from asr_kd.hmm.features import FeatureOpts
 from asr_kd.hmm.gmm import DiagGmmSet
@@ -125,7 +126,7 @@ def test_gmm_featurizes_audio_at_its_recorded_rate(system, wavs, caplog, capsys)
     d, lang_dir, g, gmm = system
     scorer = GmmScorer(gmm)
     assert scorer.features["sampling_rate"] == 8000 and scorer.features["fbank"]["high_freq"] == -200.0
-    items, failures = decode_cli.audio_items([wavs / "rate16000.wav"], scorer.features)
+    items, failures = decode_steps.audio_items([wavs / "rate16000.wav"], scorer.features)
     expected = Fbank(fbank_config(8000)).extract(Recording.from_file(wavs / "rate16000.wav").resample(8000).load_audio(),
                                                  8000)
     assert not failures and np.allclose(items[0][2], expected, atol=1e-4)

@@ -4,11 +4,11 @@ import pytest
 import torch
 from lhotse import CutSet, MonoCut, SupervisionSegment
 
+k2 = pytest.importorskip("k2")  # before asr_kd.decode, which imports k2
+
 from asr_kd.decode import DecodeOpts, Decoder, batches_by_frames, build_graph, rescore_lm_weights
 from asr_kd.lang import Lang, prepare_lang
 from asr_kd.lang.lm import NgramLM, arpa_to_fst
-
-k2 = pytest.importorskip("k2")
 
 
 class Topo:
@@ -194,7 +194,7 @@ def toy_scorer_and_graph(d, phones):
 
 
 def test_parallel_jobs_give_the_words_of_one_job(toy):
-    from asr_kd.decode.cli import decode_items, decode_parallel, frame_shards
+    from asr_kd.decode.steps import decode_items, decode_parallel, frame_shards
 
     d, lang, phones = toy
     ctx = MonoCtx(phones)

@@ -17,8 +17,11 @@ import soundfile as sf
 import torch
 from lhotse import CutSet, Fbank, MonoCut, Recording, SupervisionSegment
 
+k2 = pytest.importorskip("k2")  # before asr_kd.decode, which imports k2
+
 from asr_kd.data.features import fbank_config
 from asr_kd.decode import cli as decode_cli
+from asr_kd.decode import steps as decode_steps
 from asr_kd.decode.acoustic import DnnScorer, GmmScorer
 from asr_kd.hmm.features import FeatureOpts
 from asr_kd.hmm.gmm import DiagGmmSet
@@ -32,8 +35,6 @@ from asr_kd.lang.lm import NgramLM, arpa_to_fst
 from asr_kd.model_info import feature_config, phone_table
 from asr_kd.nnet.model import Dnn, DnnConfig, load_model, save_model
 from asr_kd.utils import write_json
-
-k2 = pytest.importorskip("k2")
 
 TEXTS = ["yes no", "no no yes", "yes yes", "no"]
 
@@ -125,7 +126,7 @@ def test_gmm_featurizes_audio_at_its_recorded_rate(system, wavs, caplog, capsys)
     d, lang_dir, g, gmm = system
     scorer = GmmScorer(gmm)
     assert scorer.features["sampling_rate"] == 8000 and scorer.features["fbank"]["high_freq"] == -200.0
-    items, failures = decode_cli.audio_items([wavs / "rate16000.wav"], scorer.features)
+    items, failures = decode_steps.audio_items([wavs / "rate16000.wav"], scorer.features)
     expected = Fbank(fbank_config(8000)).extract(Recording.from_file(wavs / "rate16000.wav").resample(8000).load_audio(),
                                                  8000)
     assert not failures and np.allclose(items[0][2], expected, atol=1e-4)

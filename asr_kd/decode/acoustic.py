@@ -23,8 +23,14 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from asr_kd.data.features import Cmvn, cmvn_stats
 from asr_kd.hmm.features import FeatureOpts, compute_features, mfcc_cmvn
+from asr_kd.hmm.topology import TransitionModel
+from asr_kd.hmm.train import GmmHmm, context_from_dict
 from asr_kd.model_info import cuts_sampling_rate, feature_config
+from asr_kd.nnet.data import FrameSet
+from asr_kd.nnet.model import Ensemble, load_model, meta_path
+from asr_kd.nnet.train import predict
 from asr_kd.utils import Pathlike, read_json
 
 log = logging.getLogger(__name__)
@@ -33,8 +39,6 @@ Item = Tuple[str, str, np.ndarray]  # (utt_id, speaker, fbank [T, 40])
 
 
 def _load_gmm(gmm_dir: Pathlike):
-    from asr_kd.hmm.train import GmmHmm
-
     path = Path(gmm_dir) / "final.mdl"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: train the GMM system first")
@@ -48,9 +52,6 @@ def _senone_system(gmm_dir: Path):
     if (gmm_dir / "final.mdl").is_file() or not (gmm_dir / "tree.json").is_file():
         gmm = _load_gmm(gmm_dir)
         return gmm.ctx, gmm.trans, gmm.info.get("phones")
-    from asr_kd.hmm.topology import TransitionModel
-    from asr_kd.hmm.train import context_from_dict
-
     for name in ("transitions.json", "phones.json"):
         if not (gmm_dir / name).is_file():
             raise FileNotFoundError(f"{gmm_dir / name} not found: {gmm_dir} has a tree.json but neither a final.mdl "
@@ -113,8 +114,6 @@ class DnnScorer:
     kind = "dnn"
 
     def __init__(self, model_paths: Sequence[Pathlike], device: str = "cpu", dtype: str = "auto"):
-        from asr_kd.nnet.model import Ensemble, load_model, meta_path
-
         models = [load_model(p, device) for p in model_paths]
         self.model = Ensemble(models)
         meta = models[0].meta
@@ -150,8 +149,6 @@ class DnnScorer:
 
     @staticmethod
     def _speaker_cmvn(items: Sequence[Item]):
-        from asr_kd.data.features import Cmvn, cmvn_stats
-
         usable = ((s, x) for _, s, x in items if len(x) and np.isfinite(x).all())
         return Cmvn(cmvn_stats(usable), mode="speaker")
 
@@ -159,9 +156,6 @@ class DnnScorer:
         self.cmvn = self._speaker_cmvn(items)
 
     def loglikes(self, items: Sequence[Item]) -> Dict[str, torch.Tensor]:
-        from asr_kd.nnet.data import FrameSet
-        from asr_kd.nnet.train import predict
-
         items = [(u, s, np.asarray(x, dtype=np.float32)) for u, s, x in items if len(x)]
         if not items:
             return {}

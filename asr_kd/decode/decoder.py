@@ -19,6 +19,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence
 
+import k2
 import torch
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,6 @@ class DecodeOpts:
 
 def dense_fsa_vec(loglikes: Sequence[torch.Tensor], acoustic_scale: float):
     """DenseFsaVec over a batch of [T_i, num_pdfs] score matrices (column 0 unused)."""
-    import k2
-
     lengths = [int(x.shape[0]) for x in loglikes]
     num_pdfs = int(loglikes[0].shape[1])
     scores = torch.full((len(loglikes), max(lengths), num_pdfs + 1), -1e10, dtype=torch.float32)
@@ -50,8 +49,6 @@ def dense_fsa_vec(loglikes: Sequence[torch.Tensor], acoustic_scale: float):
 
 def path_words(paths) -> List[List[int]]:
     """Word ids along each path of an FsaVec of best paths (aux labels > 0)."""
-    import k2
-
     aux = paths.aux_labels
     if isinstance(aux, k2.RaggedTensor):
         # [fsa][state][arc] o [arc][word] -> [fsa][word]
@@ -80,8 +77,6 @@ class Decoder:
         self.graph = graph
 
     def _intersect(self, loglikes: Sequence[torch.Tensor], beam_factor: float = 1.0):
-        import k2
-
         o = self.opts
         dense = dense_fsa_vec([x.to(o.device) for x in loglikes], o.acoustic_scale)
         return k2.intersect_dense_pruned(
@@ -96,8 +91,6 @@ class Decoder:
     def decode(self, loglikes: Sequence[torch.Tensor], one_best: bool = True) -> DecodeResult:
         """Decode a batch; returns lattices and one-best word ids (None where the lattice is empty).
         ``one_best=False`` leaves ``words`` empty (callers that rescore the lattices anyway)."""
-        import k2
-
         result = DecodeResult()
         result.lattices = _split(self._intersect(loglikes))
         empty = [i for i, lat in enumerate(result.lattices) if lat is None]
@@ -127,8 +120,6 @@ def _split(lattices) -> list:
 
 def _words_per_arc(lattices):
     """Number of words (aux labels > 0) each arc of an FsaVec emits, as float scores."""
-    import k2
-
     aux = lattices.aux_labels
     if isinstance(aux, k2.RaggedTensor):
         return aux.remove_values_leq(0).shape.row_splits(1).diff().to(lattices.scores.dtype)
@@ -139,8 +130,6 @@ def rescore_lm_weights(lattices: Sequence, lm_weights: Iterable[float], acoustic
                        word_ins_penalty: float = 0.0) -> Dict[float, List[Optional[List[int]]]]:
     """One-best word ids for each LM weight: scores = am / lm_weight + graph - penalty * words (am
     unscaled), as Kaldi's score.sh (lattice-scale --inv-acoustic-scale, lattice-add-penalty)."""
-    import k2
-
     kept = [lat for lat in lattices if lat is not None]
     out: Dict[float, List[Optional[List[int]]]] = {}
     if not kept:

@@ -32,6 +32,10 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+import k2
+import kaldifst
+import torch
+
 from asr_kd.lang import Lang
 from asr_kd.model_info import check_phones
 from asr_kd.utils import Pathlike, atomic_path, read_json, write_json
@@ -48,8 +52,6 @@ def _fingerprint(paths: Sequence[Pathlike], extra: dict) -> str:
 
 
 def _read_fst(path: Pathlike):
-    import kaldifst
-
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path} not found (run the lang / LM stage first)")
     return kaldifst.StdVectorFst.read(str(path))
@@ -57,8 +59,6 @@ def _read_fst(path: Pathlike):
 
 def compose_lg(lang_dir: Pathlike, g_path: Pathlike):
     """det(min(L_disambig o G)) in the log semiring, as mkgraph does."""
-    import kaldifst
-
     L = _read_fst(Path(lang_dir) / "L_disambig.fst")
     G = _read_fst(g_path)
     kaldifst.arcsort(L, sort_type="olabel")
@@ -109,8 +109,6 @@ def h_fst_text(ilabels: List[List[int]], ctx, trans, disambig_base: int, self_lo
 
 def _drop_input_symbols_above(fst, first: int):
     """Map input labels >= ``first`` (H's disambiguation symbols) to epsilon (fstrmsymbols)."""
-    import kaldifst
-
     lines = []
     for line in fst.to_str().splitlines():
         f = line.split()
@@ -122,8 +120,6 @@ def _drop_input_symbols_above(fst, first: int):
 
 def compose_hclg(LG, lang: Lang, ctx, trans, self_loop_scale: float = 0.1):
     """HCLG as an OpenFst transducer (pdf-id + 1 : word)."""
-    import kaldifst
-
     disambig = [lang.phones[p] for p in lang.disambig_phones]
     central = 1 if ctx.context_width == 3 else 0
     CLG, ilabels = kaldifst.compose_context(
@@ -146,8 +142,6 @@ def compose_hclg(LG, lang: Lang, ctx, trans, self_loop_scale: float = 0.1):
 
 def to_k2(fst):
     """A k2 Fsa (labels pdf-id + 1, aux_labels words), input-epsilon-free, connected, arc-sorted."""
-    import k2
-
     graph = k2.Fsa.from_openfst(fst.to_str(), acceptor=False)
     graph = k2.connect(k2.remove_epsilon(graph))
     return k2.arc_sort(graph)
@@ -171,9 +165,6 @@ def build_graph(
     ``model_name``, the model's phone set (``phones``, or for older models the phone ids of
     ``trans``) is checked against the lang's first.
     """
-    import k2
-    import torch
-
     graph_dir = Path(graph_dir)
     lang_dir = Path(lang_dir)
     if model_name is not None:

@@ -20,5 +20,7 @@
   own process by :mod:`~asr_kd.hmm.kaldi_peer_worker`).
 - :mod:`~asr_kd.hmm.lang_io`, :mod:`~asr_kd.hmm.synthetic`: reading ``data/lang``; a synthetic
   corpus with known segmentations for tests.
-- :mod:`~asr_kd.hmm.cli`: ``asr-kd gmm mono|tri|align|labels|ctm|report|kaldi-compare``.
+- :mod:`~asr_kd.hmm.steps`: the steps of ``asr-kd gmm`` as functions (train_mono_step, train_tri_step,
+  align_step, senone_labels_step, ctm_step, report_step, kaldi_compare_step).
+- :mod:`~asr_kd.hmm.cli`: ``asr-kd gmm mono|tri|align|labels|ctm|report|kaldi-compare``: options, then one step.
 """

@@ -15,11 +15,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from asr_kd.hmm.gmm import DiagGmmSet
 from asr_kd.hmm.graph import AlignError, build_template, lookup_words, transcript_dag
 from asr_kd.hmm.lang_io import LangInfo
 from asr_kd.hmm.topology import TransitionModel
+from asr_kd.hmm.viterbi import viterbi_batch
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +197,6 @@ class ForcedAligner:
             batches.append(cur)
         it = batches
         if progress:
-            from tqdm import tqdm
             it = tqdm(batches, desc="align", unit="batch")
         for b in it:
             res = self._align_batch([feats[u] for u, _, _ in b], [t for _, _, t in b])
@@ -216,8 +217,6 @@ class ForcedAligner:
         return self._align_batch_k2(xs, templates)
 
     def _align_batch_torch(self, xs: List[np.ndarray], templates) -> List:
-        from asr_kd.hmm.viterbi import viterbi_batch
-
         lls = [self.gmm.loglikes_subset(torch.as_tensor(x, dtype=torch.float32, device=self.device),
                                         torch.from_numpy(t.pdf_set)) for x, t in zip(xs, templates)]
         scores = [t.scores(self.trans, self.opts.transition_scale) for t in templates]
@@ -241,7 +240,7 @@ class ForcedAligner:
         return out
 
     def _align_batch_k2(self, xs: List[np.ndarray], templates) -> List:
-        import k2
+        import k2  # here, not at the top: only --align-backend k2 needs k2 (not in pyproject's dependencies)
 
         # Each utterance is scored only on the pdfs its graph uses (graph labels renumbered).
         graphs = [t.fsa(self.trans, self.opts.transition_scale, local=True) for t in templates]

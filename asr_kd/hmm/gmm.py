@@ -144,14 +144,6 @@ class DiagGmmSet:
         ll = (xx @ W[:, idx] + const[idx]).reshape(x.shape[0], len(pdfs), G)
         return torch.logsumexp(ll, dim=2)
 
-    def aligned_component_loglikes(self, x: torch.Tensor, pdfs: torch.Tensor) -> torch.Tensor:
-        """Weighted log-likelihoods ``[T, G]`` of each frame's Gaussians in its own pdf (float64)."""
-        x = x.double()
-        mu = self.means[pdfs]  # [T, G, D]
-        var = self.vars[pdfs]
-        ll = -0.5 * (((x[:, None, :] - mu) ** 2) / var + torch.log(var) + LOG_2PI).sum(2)
-        return ll + self.log_weights[pdfs]
-
     # ---- training ----
     def accumulate(self, x: torch.Tensor, pdfs: torch.Tensor, accs: GmmAccs, chunk: int = 200000) -> float:
         """Viterbi-style accumulation: frame t belongs to pdf ``pdfs[t]``; within the pdf, Gaussian

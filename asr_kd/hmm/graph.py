@@ -107,16 +107,6 @@ def transcript_dag(words: Sequence[str], lang: LangInfo, sil_prob: float = 0.5, 
     return dag
 
 
-def linear_dag(phones: Sequence[int]) -> PhoneDag:
-    """A single phone sequence (used by the equal alignment and in tests)."""
-    dag = PhoneDag()
-    for i, p in enumerate(phones):
-        dag.arcs.append((i, i + 1, int(p), 0.0))
-        dag.num_states = i + 2
-    dag.finals[dag.num_states - 1] = 0.0
-    return dag
-
-
 def context_expand(dag: PhoneDag, context_width: int):
     """Phone instances with their contexts: returns ``(copies, next_copies, start_copies,
     final_copies)`` where a copy is ``(arc_index, left, right)`` (0 = utterance edge;
@@ -220,7 +210,7 @@ class GraphTemplate:
     def fsa(self, trans: TransitionModel, transition_scale: float = 1.0, local: bool = False):
         """The k2 FSA with scores from ``trans``; with ``local`` its labels index ``pdf_set``
         (+1) instead of all pdf-ids, for scoring only the pdfs this graph uses."""
-        import k2
+        import k2  # here, not at the top: only --align-backend k2 needs k2 (not in pyproject's dependencies)
 
         score = self.scores(trans, transition_scale)
         arcs = torch.from_numpy(np.stack([self.src, self.dst, self.local_labels if local else self.labels,
@@ -284,8 +274,3 @@ def build_template(dag: PhoneDag, ctx, topo: HmmTopology) -> GraphTemplate:
     return GraphTemplate(i32(0), i32(1), i32(2), np.asarray(cols[3], dtype=np.int64),
                          np.asarray(cols[4], dtype=np.int64), np.asarray(cols[5], dtype=np.int64),
                          np.asarray(cols[6], dtype=np.float64), i32(7), i32(8), i32(9), dag.min_frames(topo))
-
-
-def compile_graph(dag: PhoneDag, ctx, trans: TransitionModel, transition_scale: float = 1.0):
-    """The training graph of ``dag`` as a k2 FSA with labels pdf-id + 1 (see the module doc)."""
-    return build_template(dag, ctx, trans.topo).fsa(trans, transition_scale)

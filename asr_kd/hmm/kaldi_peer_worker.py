@@ -14,11 +14,14 @@ import kaldi_hmm_gmm as khg  # noqa: I001  (first: importing kaldifst before it 
 import kaldifst
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from asr_kd.hmm.lang_io import LangInfo  # after kaldi_hmm_gmm and kaldifst (above)
 
 
 def _topology(lang_phones, silence, num_states, num_sil_states) -> "khg.HmmTopology":
@@ -35,8 +38,6 @@ def _topology(lang_phones, silence, num_states, num_sil_states) -> "khg.HmmTopol
 
 
 def main(in_npz, lang_dir, out_npz, cfg) -> None:
-    from asr_kd.hmm.lang_io import LangInfo
-
     lang = LangInfo.load(lang_dir)
     data = np.load(in_npz, allow_pickle=True)
     utts = list(data["utts"])
@@ -141,8 +142,6 @@ def _align_all(am, tm, gc, feats, texts, word_ids):
 def _load_our_model(am, tm, data) -> None:
     """Replace the AM's pdfs by asr_kd's GMMs (same pdf numbering: phones in id order, then
     states) and set the transition model to asr_kd's self-loop probabilities (via statistics)."""
-    import re
-
     means, vars_, logw = data["means"], data["vars"], data["log_weights"]
     loops = json.loads(str(data["loops"]))
     new = khg.AmDiagGmm()

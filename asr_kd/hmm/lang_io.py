@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+from asr_kd.lang import Lang
+
 
 @dataclass
 class LangInfo:
@@ -33,8 +35,6 @@ class LangInfo:
     @classmethod
     def load(cls, lang_dir) -> "LangInfo":
         """The GMM's view (phone ids) of a lang directory read by :class:`asr_kd.lang.Lang`."""
-        from asr_kd.lang import Lang
-
         lang = Lang.load(lang_dir)
         lexicon: Dict[str, List[List[int]]] = {}
         for word, prons in lang.lexicon.items():

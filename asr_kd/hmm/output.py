@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 import numpy as np
+from lhotse import CutSet, NumpyFilesWriter
 import torch
 
 from asr_kd.hmm.align import Alignment
@@ -63,8 +64,6 @@ def attach_senones(cuts, alis: Dict[str, Alignment], storage_dir, field: str = "
     """Cuts with a ``senone`` TemporalArray (int32 pdf-id per fbank frame, stored as .npy files
     under ``storage_dir``). Cuts without an alignment, or whose feature frame count differs from
     the alignment's, are left out and counted. Returns ``(CutSet, counts)``."""
-    from lhotse import CutSet, NumpyFilesWriter
-
     out, missing, mismatch = [], 0, 0
     Path(storage_dir).mkdir(parents=True, exist_ok=True)
     with NumpyFilesWriter(storage_dir) as writer:

@@ -6,8 +6,11 @@ per-frame phone and state are returned so that alignments can be scored.
 """
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from typing import Dict, Tuple
 
+import kaldifst
 import numpy as np
 
 from asr_kd.hmm.lang_io import LangInfo
@@ -69,9 +72,6 @@ def write_lang_dir(lang: LangInfo, d, sil_prob: float = 0.5, with_L: bool = True
     """Write ``lang`` in the Kaldi layout (phones.txt, words.txt, lexicon.txt,
     phones/{silence,optional_silence}.txt and, with ``with_L``, an L.fst with optional silence
     built as Kaldi's ``make_lexicon_fst.py --sil-prob`` does)."""
-    import math
-    from pathlib import Path
-
     d = Path(d)
     (d / "phones").mkdir(parents=True, exist_ok=True)
     (d / "phones.txt").write_text("".join(f"{p} {i}\n" for p, i in sorted(lang.phones.items(), key=lambda x: x[1])))
@@ -83,8 +83,6 @@ def write_lang_dir(lang: LangInfo, d, sil_prob: float = 0.5, with_L: bool = True
     (d / "phones" / "optional_silence.txt").write_text(f"{names[lang.optional_silence]}\n")
     if not with_L:
         return
-    import kaldifst
-
     sil, nosil = -math.log(sil_prob), -math.log(1 - sil_prob)
     # 0 = start, 1 = loop (final), 2 = after-silence
     lines = [f"0 1 0 0 {nosil}", f"0 2 0 0 {sil}", f"2 1 {lang.optional_silence} 0 0"]

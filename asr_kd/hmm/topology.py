@@ -57,12 +57,6 @@ class TransitionModel:
     def init(cls, topo: HmmTopology, self_loop_prob: float = 0.75) -> "TransitionModel":
         return cls(topo, {p: np.full(n, self_loop_prob) for p, n in topo.num_states.items()})
 
-    def log_self_loop(self, phone: int, state: int) -> float:
-        return math.log(self.loop[phone][state])
-
-    def log_forward(self, phone: int, state: int) -> float:
-        return math.log(1.0 - self.loop[phone][state])
-
     def new_accs(self) -> "TransitionAccs":
         return TransitionAccs({p: np.zeros((n, 2)) for p, n in self.topo.num_states.items()})
 

@@ -22,7 +22,8 @@ from asr_kd.hmm.graph import AlignError
 from asr_kd.hmm.jobs import BLOCK_FRAMES, GmmJobs
 from asr_kd.hmm.lang_io import LangInfo
 from asr_kd.hmm.topology import HmmTopology, TransitionModel
-from asr_kd.hmm.tree import MonophoneContext
+from asr_kd.hmm.tree import DecisionTree, MonophoneContext, TreeStats, build_tree, cluster_phones, leaf_stats
+from asr_kd.utils import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +42,6 @@ class GmmHmm:
     info: dict = field(default_factory=dict)
 
     def save(self, path) -> None:
-        from asr_kd.utils import atomic_path
-
         with atomic_path(path) as tmp:
             torch.save({"gmm": self.gmm.state_dict(), "trans": self.trans.to_dict(), "ctx": self.ctx.to_dict(),
                         "info": self.info}, tmp)
@@ -58,8 +57,6 @@ class GmmHmm:
 def context_from_dict(d: dict, topo: HmmTopology):
     if d["type"] == "monophone":
         return MonophoneContext(topo)
-    from asr_kd.hmm.tree import DecisionTree
-
     return DecisionTree.from_dict(d)
 
 
@@ -111,8 +108,8 @@ def train_gmm_hmm(
             t0 = time.time()
             realigned = it > 0 and it in realign_at
             e = jobs.estep(model.gmm, model.trans, realign=realigned)
-            if realigned:
-                alis, failures = e.alis, e.failures
+            if realigned:  # the jobs keep the new alignment; the final one is returned below
+                failures = e.failures
             if e.frames == 0:
                 raise RuntimeError("no utterance could be aligned; nothing to train on")
             accs = e.accs
@@ -205,8 +202,6 @@ def train_tri(
     in ``nj`` jobs; the tree is built here).
 
     Returns ``(model, alignments, failures, history, tree_summary)``."""
-    from asr_kd.hmm.tree import TreeStats, build_tree, cluster_phones, leaf_stats
-
     opts = opts or TrainOpts(num_iters=25, realign_iters=(10, 15, 20), max_gauss=10000, max_iter_inc=20)
     topo = prev.trans.topo
     t0 = time.time()

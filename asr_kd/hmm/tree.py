@@ -35,10 +35,6 @@ class MonophoneContext:
     def pdf(self, left: int, phone: int, right: int, state: int) -> int:
         return self.offset[phone] + state
 
-    def pdf_info(self) -> List[Tuple[int, int]]:
-        """(phone, state) of every pdf-id."""
-        return [(p, k) for p in self.topo.phones for k in range(self.topo[p])]
-
     def to_dict(self) -> dict:
         return {"type": "monophone"}
 
@@ -195,19 +191,6 @@ class DecisionTree:
             ph = left if n[1] == 0 else right
             n = self.nodes[n[3] if ph in self._qsets[n[2]] else n[4]]
         return n[1]
-
-    def pdf_info(self) -> List[Tuple[int, int]]:
-        """(phone, state) of the root each pdf-id belongs to."""
-        info = [None] * self.num_pdfs
-        for (p, k), r in self.roots.items():
-            stack = [r]
-            while stack:
-                n = self.nodes[stack.pop()]
-                if n[0] == "leaf":
-                    info[n[1]] = (p, k)
-                else:
-                    stack += [n[3], n[4]]
-        return info
 
     def to_dict(self) -> dict:
         return {"type": "tree", "questions": self.questions, "nodes": [list(n) for n in self.nodes],

@@ -7,7 +7,8 @@
 #
 # The defaults suit mini-LibriSpeech (train-clean-5: 1519 utterances, 29 speakers, ~5 h; dev-clean-2
 # as test; dev is 3 speakers carved from train-clean-5), about the size of speechocean762, so its
-# sizes are speechocean762's. For train-clean-100 (251 speakers, 100.6 h, ~36M frames):
+# sizes are speechocean762's. For train-clean-100 (251 speakers, 100.6 h, ~36M frames), suggested
+# sizes (not yet run with this toolkit; a GPU for the DNNs):
 #   ./run.sh --corpus-dir /data/LibriSpeech --lexicon /data/librispeech-lexicon.txt \
 #     --train-part train-clean-100 --dev-part dev-clean --test-part test-clean \
 #     --mono-gauss 2000 --tri-leaves 4200 --tri-gauss 40000 --nj 16 \
@@ -18,6 +19,8 @@
 # with ../../local/tune_tri.sh.) The DNNs keep all training frames in memory: ~5.8 GB of fp32 fbank
 # for 36M frames, per process. Several training parts are concatenated:
 # --train-part "train-clean-100 train-clean-360 train-other-500" (960 h; see the README for what that needs).
+# Every word of --lexicon enters the vocabulary (L, G, HCLG): librispeech-lexicon.txt's 200k words make a
+# far larger HCLG than the training words alone (without --lexicon).
 set -euo pipefail
 cd "$(dirname "$0")"
 cmdline=./run.sh; [ $# -eq 0 ] || cmdline+=$(printf " %q" "$@")   # the exact command, for RESULTS.md

@@ -1,10 +1,11 @@
 # The data stages every corpus recipe shares, sourced by recipes/<corpus>/run.sh after it sets
-# corpus and corpus_dir (and optionally prepare_opts, lang_opts, splits, vocab_split); the other
+# corpus and corpus_dir (and optionally download_opts, prepare_opts, lang_opts, splits, vocab_split); the other
 # options come from local/defaults.sh.
 #   0 download (skipped when the corpus is found)   1 lhotse manifests
 #   2 fbank features (+ speed-perturbed train with --speed-perturb)   3 lang (lexicon, L.fst)
 splits=${splits:-"train dev test"}
 vocab_split=${vocab_split:-train}
+download_opts=${download_opts:-}   # asr-kd download options (librispeech: --librispeech-parts ...)
 prepare_opts=${prepare_opts:-}
 lang_opts=${lang_opts:-}
 
@@ -13,12 +14,12 @@ if stage_on 0; then
     log "Stage 0: $corpus found at $corpus_dir"
   else
     log "Stage 0: $corpus not at $corpus_dir; downloading into $download_dir"
-    corpus_dir=$(asr-kd download $corpus "$download_dir" | tail -n 1)
+    corpus_dir=$(asr-kd download $corpus "$download_dir" $download_opts | tail -n 1)
   fi
 fi
 if stage_on 1; then
   # Not found where expected: use (or fetch) the copy in $download_dir; a no-op when it is there.
-  [ -e "$corpus_dir" ] || corpus_dir=$(asr-kd download $corpus "$download_dir" | tail -n 1)
+  [ -e "$corpus_dir" ] || corpus_dir=$(asr-kd download $corpus "$download_dir" $download_opts | tail -n 1)
   log "Stage 1: lhotse manifests for $corpus from $corpus_dir"
   asr-kd prepare $corpus "$corpus_dir" data/manifests $prepare_opts
 fi

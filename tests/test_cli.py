@@ -254,7 +254,7 @@ def test_a_command_exiting_with_a_message_is_formatted_like_an_error(tmp_path, c
     assert rc == 1 and capsys.readouterr().err.strip() == "asr-kd lang: error: --report-cuts expects SPLIT=PATH, got 'nonsense'"
 
 
-@pytest.mark.parametrize("recipe", ["yesno", "fsdd", "speechocean762"])
+@pytest.mark.parametrize("recipe", ["yesno", "fsdd", "speechocean762", "librispeech"])
 def test_recipe_help_lists_its_options_and_every_stage(recipe):
     proc = subprocess.run(["bash", str(REPO / "recipes" / recipe / "run.sh"), "--help"], capture_output=True,
                           text=True, timeout=60)

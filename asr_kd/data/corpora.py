@@ -279,7 +279,7 @@ def prepare_corpus(
     output_dir = Path(output_dir)
     report_path = output_dir / f"{corpus}_prepare.json"
     if corpus == "librispeech":
-        return prepare_librispeech(corpus_dir, output_dir, force=force, **listing_kwargs)
+        return prepare_librispeech(corpus_dir, output_dir, force=force, dev_fraction=dev_fraction, **listing_kwargs)
     if corpus not in LISTINGS:
         raise ValueError(f"unknown corpus {corpus!r}; known: {sorted(LISTINGS) + ['librispeech']}")
     if not force and report_path.exists():
@@ -303,47 +303,105 @@ def prepare_corpus(
     return reports
 
 
+def parse_librispeech_parts(parts: Sequence[str]) -> Dict[str, List[str]]:
+    """``["train=train-clean-100,train-clean-360", "test=test-clean"]`` -> ``{"train": [...], "test": [...]}``.
+
+    A part given without ``SPLIT=`` is written under its own name (``dev-clean`` -> ``dev-clean``)."""
+    splits: Dict[str, List[str]] = {}
+    for item in parts:
+        split, _, names = item.rpartition("=")
+        split = split or names
+        names = [n for n in names.split(",") if n]
+        if not split or not names or split in splits:
+            raise ValueError(f"librispeech: bad --parts entry {item!r}: give PART or SPLIT=PART[,PART...], "
+                             "each split once")
+        splits[split] = names
+    return splits
+
+
 def prepare_librispeech(
     corpus_dir: Pathlike,
     output_dir: Pathlike,
     force: bool = False,
     parts: Sequence[str] = ("auto",),
     num_jobs: int = 2,
+    dev_fraction: float = 0.0,
 ) -> Dict[str, dict]:
-    """LibriSpeech or mini-LibriSpeech through lhotse's own recipe, then our text normalization."""
+    """LibriSpeech or mini-LibriSpeech through lhotse's own recipe, then our text normalization.
+
+    ``parts`` names the corpus parts (``auto``: those found), each written under its own name, or
+    maps them to the recipe's splits: ``train=train-clean-100,train-clean-360 dev=dev-clean
+    test=test-clean`` writes ``librispeech_cuts_{train,dev,test}`` (several parts of one split are
+    concatenated). With a ``train`` split and no ``dev`` one, dev is carved from train's speakers
+    (``dev_fraction``, see :func:`carve_dev`). The report records the parts of each split.
+    """
     output_dir = Path(output_dir)
     report_path = output_dir / "librispeech_prepare.json"
+    auto = len(parts) == 1 and parts[0] in ("auto", "mini_librispeech", "all")
+    splits = {} if auto else parse_librispeech_parts(parts)
+    carve = "train" in splits and "dev" not in splits and dev_fraction > 0
+    wanted = list(splits) + (["dev"] if carve else [])
     if not force and report_path.exists():
-        log.info(f"librispeech: manifests exist in {output_dir}; skipping (use --force to redo)")
-        return read_json(report_path)
+        done = read_json(report_path)
+        if auto or all(s in done for s in wanted) and outputs_exist(
+                *[manifest_paths(output_dir, "librispeech", s)["cuts"] for s in wanted]):
+            log.info(f"librispeech: manifests exist in {output_dir}; skipping (use --force to redo)")
+            return done
     _require_dir(Path(corpus_dir), "librispeech")
-    parts = parts[0] if len(parts) == 1 and parts[0] in ("auto", "mini_librispeech", "all") else list(parts)
-    manifests = lhotse_prepare(corpus_dir, dataset_parts=parts, output_dir=None, num_jobs=num_jobs)
-    reports = {}
+    names = parts[0] if auto else sorted({n for ns in splits.values() for n in ns})
+    for split, ns in splits.items():  # lhotse asserts on a part with no utterances: say which one first
+        for n in ns:
+            if not any((Path(corpus_dir) / n).rglob("*.trans.txt")):
+                raise RuntimeError(f"librispeech: part {n} (for split {split}) has no transcripts "
+                                   f"(*.trans.txt) in {Path(corpus_dir) / n}")
+    manifests = lhotse_prepare(corpus_dir, dataset_parts=names, output_dir=None, num_jobs=num_jobs)
+    if auto:
+        splits = {part: [part] for part in manifests}
+    for split, ns in splits.items():
+        for n in ns:
+            if n not in manifests or len(manifests[n]["supervisions"]) == 0:
+                raise RuntimeError(f"librispeech: no utterances in part {n} ({Path(corpus_dir) / n}), "
+                                   f"wanted for split {split}")
     rate = SAMPLING_RATE["librispeech"]
-    for part, m in manifests.items():
+    built = {}
+    for split, ns in splits.items():
         report = SplitReport()
         recordings = []
-        for r in m["recordings"]:
+        for r in (r for n in ns for r in manifests[n]["recordings"]):
             if r.sampling_rate != rate:
                 log.warning(f"{r.sources[0].source}: sample rate {r.sampling_rate} Hz, expected {rate} Hz: resampling")
                 r = r.resample(rate)
                 report.resampled += 1
             recordings.append(r)
-        recordings = RecordingSet.from_recordings(recordings)
         supervisions = []
-        for s in m["supervisions"]:
+        for s in (s for n in ns for s in manifests[n]["supervisions"]):
             s = s.transform_text(normalize_text)
             if s.text:
                 supervisions.append(s)
             else:
                 report.skip(s.recording_id, "empty transcript")
+        built[split] = (recordings, sorted(supervisions, key=lambda s: s.id), report, ns)
+    if carve:
+        recordings, supervisions, report, ns = built["train"]
+        train, dev = carve_dev(supervisions, dev_fraction)
+        dev_ids = {s.recording_id for s in dev}
+        built["train"] = ([r for r in recordings if r.id not in dev_ids], train, report, ns)
+        built["dev"] = ([r for r in recordings if r.id in dev_ids], dev, SplitReport(), ns)
+    reports = {}
+    for split in wanted or splits:
+        recordings, supervisions, report, ns = built[split]
+        used = {s.recording_id for s in supervisions}
+        recordings = RecordingSet.from_recordings(r for r in recordings if r.id in used)
         supervisions = SupervisionSet.from_segments(supervisions)
         report.utterances = len(supervisions)
         report.speakers = len({s.speaker for s in supervisions})
         report.hours = sum(r.duration for r in recordings) / 3600
-        write_manifests(recordings, supervisions, manifest_paths(output_dir, "librispeech", part))
-        reports[part] = report.as_dict()
+        if report.utterances == 0:
+            raise RuntimeError(f"librispeech/{split}: no usable utterances in {corpus_dir} (parts {', '.join(ns)})")
+        write_manifests(recordings, supervisions, manifest_paths(output_dir, "librispeech", split))
+        reports[split] = {**report.as_dict(), "parts": list(ns)}
+        if carve and split in ("train", "dev"):
+            reports[split]["carved"] = f"dev: {dev_fraction:g} of {', '.join(ns)}"
     write_json(report_path, reports)
     log_report("librispeech", reports)
     return reports
@@ -372,7 +430,10 @@ def add_arguments(parser) -> None:
                         help="the corpus in its official layout; kaldi: the data dir; lhotse: a cuts or recordings manifest")
     parser.add_argument("output_dir", type=Path, help="where the manifests go (e.g. data/manifests)")
     parser.add_argument("--test-speaker", default=FSDD_TEST_SPEAKER, help="fsdd: the held-out speaker")
-    parser.add_argument("--parts", nargs="+", default=["auto"], help="librispeech: parts to prepare")
+    parser.add_argument("--parts", nargs="+", default=["auto"],
+                        help="librispeech: parts to prepare (auto: those found), each under its own name, or mapped "
+                        "to splits as SPLIT=PART[,PART...] (train=train-clean-100 dev=dev-clean test=test-clean); "
+                        "with train= and no dev=, dev is carved from train (--dev-fraction)")
     parser.add_argument("--dev-fraction", type=float, default=DEV_FRACTION,
                         help="part of train held out as dev (whole speakers when there are >= 10)")
     parser.add_argument("--name", help="kaldi/lhotse: the name manifests are written under "
@@ -402,7 +463,6 @@ def run(args) -> int:
         kwargs["test_speaker"] = args.test_speaker
     if args.corpus == "librispeech":
         kwargs["parts"] = args.parts
-    if args.corpus != "librispeech":
-        kwargs["dev_fraction"] = args.dev_fraction
+    kwargs["dev_fraction"] = args.dev_fraction
     prepare_corpus(args.corpus, args.corpus_dir, args.output_dir, force=args.force, **kwargs)
     return 0

@@ -10,6 +10,7 @@ import logging
 import shutil
 import tarfile
 from pathlib import Path
+from typing import Sequence, Union
 
 from lhotse.recipes import download_librispeech
 from lhotse.utils import resumable_download, safe_extract
@@ -63,7 +64,8 @@ def _fetch_and_extract(url: str, target_dir: Path, extracted: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def download_corpus(corpus: str, target_dir: Pathlike, librispeech_parts: str = "mini_librispeech") -> Path:
+def download_corpus(corpus: str, target_dir: Pathlike,
+                    librispeech_parts: Union[str, Sequence[str]] = "mini_librispeech") -> Path:
     root = corpus_root(corpus, target_dir)
     if is_present(corpus, root):
         log.info(f"{corpus}: found in {root}; not downloading")
@@ -84,10 +86,12 @@ def download_corpus(corpus: str, target_dir: Pathlike, librispeech_parts: str = 
 def add_arguments(parser) -> None:
     parser.add_argument("corpus", choices=sorted(URLS) + ["librispeech"], help="which public corpus")
     parser.add_argument("target_dir", type=Path, help="where to put the corpus")
-    parser.add_argument("--librispeech-parts", default="mini_librispeech",
-                        help="librispeech: lhotse's dataset_parts (mini_librispeech, all, or a part name)")
+    parser.add_argument("--librispeech-parts", nargs="+", default=["mini_librispeech"],
+                        help="librispeech: lhotse's dataset_parts (mini_librispeech, librispeech for all of it, "
+                        "or part names: train-clean-100 dev-clean test-clean)")
 
 
 def run(args) -> int:
-    print(download_corpus(args.corpus, args.target_dir, args.librispeech_parts))
+    parts = args.librispeech_parts
+    print(download_corpus(args.corpus, args.target_dir, parts[0] if len(parts) == 1 else parts))
     return 0

@@ -25,6 +25,13 @@ import torch
 log = logging.getLogger(__name__)
 
 
+# Frames per k2 batch. On a CPU about one utterance at a time is fastest (its working set presumably
+# staying in cache; speechocean762 dev, DNN: 1.27x faster than 10000 in one job, 1.39x at --nj 2,
+# same words; benchmarks/results/decode_jobs.json). A GPU needs large batches to be busy.
+CPU_BATCH_FRAMES = 500
+GPU_BATCH_FRAMES = 10000
+
+
 @dataclass
 class DecodeOpts:
     acoustic_scale: float = 0.1
@@ -32,8 +39,12 @@ class DecodeOpts:
     output_beam: float = 6.0
     min_active_states: int = 30
     max_active_states: int = 7000
-    max_batch_frames: int = 10000
+    max_batch_frames: int = 0  # 0: CPU_BATCH_FRAMES on a CPU, GPU_BATCH_FRAMES on a GPU
     device: str = "cpu"
+
+    def __post_init__(self):
+        if self.max_batch_frames <= 0:
+            self.max_batch_frames = CPU_BATCH_FRAMES if self.device == "cpu" else GPU_BATCH_FRAMES
 
 
 def dense_fsa_vec(loglikes: Sequence[torch.Tensor], acoustic_scale: float):

@@ -70,7 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe-dir", type=Path, default=Path("."), help="where RESULTS.md and results.json are")
     parser.add_argument("--table", required=True, help="table title (one section of RESULTS.md)")
     parser.add_argument("--system", required=True, help="row name; a row of the same system and set is replaced")
-    parser.add_argument("--set", dest="set_name", required=True, choices=["train", "dev", "test"], help="which set the row measures")
+    parser.add_argument("--set", dest="set_name", required=True, choices=["train", "dev", "test", "all"],
+                        help="which set the row measures (all: the whole run, e.g. a stage's wall time)")
     parser.add_argument("--decode-dir", type=Path, help="a decode directory: WER, LM weight, RTF from its decode.json")
     parser.add_argument("--frame-accuracy", type=Path, help="JSON from asr-kd nnet eval")
     parser.add_argument("--summary", type=Path, help="a model's summary.json")
@@ -95,10 +96,14 @@ def run(args) -> int:
         extra[k] = _value(v)
     row = row_from_files(args.system, args.set_name, args.decode_dir, args.frame_accuracy, args.summary, **extra)
     row["command"] = args.command
+    columns = ["system", "set", "wer", "frame_accuracy"]
+    if args.set_name == "all":  # a row about the whole run (e.g. a stage's wall time) has no scores
+        del row["wer"], row["frame_accuracy"]
+        columns = ["system", "set"]
     notes = {args.table: args.note} if args.note else None
     # The recovered gain is computed from the table's rows as they are under the results lock.
-    update_results(args.recipe_dir, [row], args.table, notes=notes, columns=["system", "set", "wer", "frame_accuracy"],
+    update_results(args.recipe_dir, [row], args.table, notes=notes, columns=columns,
                    finalize=add_gain_recovered if args.table.startswith("Table 1") else None)
-    log.info(f"{args.recipe_dir}/RESULTS.md: {args.table}: {row['system']} on {row['set']}: "
-             f"WER {row['wer']}, frame accuracy {row['frame_accuracy']}")
+    scores = ", ".join(f"{k} {row[k]}" for k in ("wer", "frame_accuracy") if row.get(k) is not None)
+    log.info(f"{args.recipe_dir}/RESULTS.md: {args.table}: {row['system']} on {row['set']}{': ' + scores if scores else ''}")
     return 0

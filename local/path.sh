@@ -12,12 +12,50 @@ CORPORA=${CORPORA:-$(cd "$_root/.." && pwd)/shared/corpora}
 
 log() {
   local fname=${BASH_SOURCE[1]##*/}
+  [[ -z "$_stage_now" || -n "$_stage_what" || "$*" != "Stage $_stage_now: "* ]] || _stage_what=${*#Stage $_stage_now: }
   echo -e "$(date '+%Y-%m-%d %H:%M:%S') ($fname:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
 }
 
 # usage: if stage_on N; then ...; fi   (true when stage <= N <= stop_stage; local/parse_options.sh
 # has checked that both are stage numbers)
-stage_on() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+# Every stage that runs is timed, from its start to the next stage's start or the recipe's end; a
+# recipe that ends without error writes the times to RESULTS.md ("Stage timings"), one row per stage
+# (a stage run again replaces its row), named by the stage's first "Stage N: ..." log line.
+_stage_now= _stage_t0= _stage_what= _stage_rows=()
+stage_on() {
+  [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ] || return 1
+  _stage_end
+  _stage_now=$1 _stage_t0=$(date +%s) _stage_what=
+}
+_stage_end() {  # close the running stage's timing
+  [ -n "$_stage_now" ] || return 0
+  _stage_rows+=("$_stage_now"$'\t'"$(($(date +%s) - _stage_t0))"$'\t'"$_stage_what")
+  _stage_now=
+}
+_stage_row() {  # _stage_row SYSTEM SECONDS WHAT: one row of the "Stage timings" table
+  local secs=$2 cpu
+  cpu=$(grep -m1 '^model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //')
+  asr-kd report --table "Stage timings" --system "$1" --set all --command "cd recipes/$corpus && ${cmdline:-./run.sh}" \
+    --note "Wall time of each stage in its last run (the command under the table is the last run's), on the machine named in each row." \
+    --field "what=${3:--}" "seconds=$secs" "wall=$(printf '%dh%02dm%02ds' $((secs / 3600)) $((secs % 3600 / 60)) $((secs % 60)))" \
+    "machine=${cpu:-unknown}, $(nproc) cores" > /dev/null || echo "$0: could not record the stage timings" >&2
+}
+_stage_report() {
+  local rc=$? row n secs what total=0
+  [ "$rc" -eq 0 ] && [ -n "${corpus:-}" ] || return "$rc"
+  _stage_end
+  for row in "${_stage_rows[@]}"; do
+    IFS=$'\t' read -r n secs what <<< "$row"
+    _stage_row "stage $n" "$secs" "$what"
+    total=$((total + secs))
+  done
+  # a run of every stage also gets a row for the whole recipe
+  if [ "$stage" -eq 0 ] && [ -n "${max_stage:-}" ] && [ "$stop_stage" -ge "$max_stage" ]; then
+    _stage_row "all stages" "$total" "the whole recipe, stages 0-$max_stage"
+  fi
+  return "$rc"
+}
+trap _stage_report EXIT
 
 # usage: need "3 (lang)" FILE...: a stage's inputs; the first one missing stops the recipe with one
 # line naming it and the stage that makes it.

@@ -18,19 +18,21 @@ log() {
 
 # usage: if stage_on N; then ...; fi   (true when stage <= N <= stop_stage; local/parse_options.sh
 # has checked that both are stage numbers)
-# Every stage that runs is timed, from its start to the next stage's start or the recipe's end; a
-# recipe that ends without error writes the times to RESULTS.md ("Stage timings"), one row per stage
-# (a stage run again replaces its row), named by the stage's first "Stage N: ..." log line.
-_stage_now= _stage_t0= _stage_what= _stage_rows=()
+# Every stage that runs is timed, from its start to the next stage's start or the recipe's end, and
+# written to RESULTS.md ("Stage timings") when it ends without error (so a run stopped later keeps the
+# rows of the stages it finished), one row per stage (a stage run again replaces its row), named by
+# the stage's first "Stage N: ..." log line; a run of every stage adds a row for the whole recipe.
+_stage_now= _stage_t0= _stage_what= _stage_total=0
 stage_on() {
   [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ] || return 1
   _stage_end
   _stage_now=$1 _stage_t0=$(date +%s) _stage_what=
 }
-_stage_end() {  # close the running stage's timing
-  [ -n "$_stage_now" ] || return 0
-  _stage_rows+=("$_stage_now"$'\t'"$(($(date +%s) - _stage_t0))"$'\t'"$_stage_what")
-  _stage_now=
+_stage_end() {  # record the running stage's timing
+  [ -n "$_stage_now" ] && [ -n "${corpus:-}" ] || return 0
+  local secs=$(($(date +%s) - _stage_t0))
+  _stage_row "stage $_stage_now" "$secs" "$_stage_what"
+  _stage_total=$((_stage_total + secs)) _stage_now=
 }
 _stage_row() {  # _stage_row SYSTEM SECONDS WHAT: one row of the "Stage timings" table
   local secs=$2 cpu
@@ -41,17 +43,11 @@ _stage_row() {  # _stage_row SYSTEM SECONDS WHAT: one row of the "Stage timings"
     "machine=${cpu:-unknown}, $(nproc) cores" > /dev/null || echo "$0: could not record the stage timings" >&2
 }
 _stage_report() {
-  local rc=$? row n secs what total=0
-  [ "$rc" -eq 0 ] && [ -n "${corpus:-}" ] || return "$rc"
+  local rc=$?
+  [ "$rc" -eq 0 ] || return "$rc"  # the failed stage is not timed
   _stage_end
-  for row in "${_stage_rows[@]}"; do
-    IFS=$'\t' read -r n secs what <<< "$row"
-    _stage_row "stage $n" "$secs" "$what"
-    total=$((total + secs))
-  done
-  # a run of every stage also gets a row for the whole recipe
-  if [ "$stage" -eq 0 ] && [ -n "${max_stage:-}" ] && [ "$stop_stage" -ge "$max_stage" ]; then
-    _stage_row "all stages" "$total" "the whole recipe, stages 0-$max_stage"
+  if [ -n "${corpus:-}" ] && [ "$stage" -eq 0 ] && [ -n "${max_stage:-}" ] && [ "$stop_stage" -ge "$max_stage" ]; then
+    _stage_row "all stages" "$_stage_total" "the whole recipe, stages 0-$max_stage"
   fi
   return "$rc"
 }

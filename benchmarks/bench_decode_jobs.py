@@ -4,7 +4,9 @@
 Decodes the same utterances with the same model, graph and settings once per ``--nj`` (one thread
 per job, as the recipe does), and reports per model the wall time, the CPU time of the command and
 its jobs, the speedup over the first ``--nj``, and whether every ``--nj`` gave the same words for
-every utterance and the same WER; also one job of one thread, and each --nj at other --max-batch-frames (each job of ``--nj N`` has one). Records the load on the machine before and after each run.
+every utterance and the same WER. Also decoded: one job of one thread (as each job of ``--nj N``
+runs), and each ``--nj`` at the other ``--max-batch-frames`` of --compare-batch-frames. Records the
+load on the machine before and after each run.
 
 Data (read only): the speechocean762 recipe's dev features, lang, LM and tri1 graph (stages 0-8
 done); the models named by --models, relative to the recipe directory (a GMM dir, or a DNN
@@ -19,45 +21,34 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_gmm_jobs import machine_load  # noqa: E402
+from benchmarks.bench_gmm_jobs import cpu_model, machine_load, step  # noqa: E402
 from asr_kd.utils import write_json  # noqa: E402
 
-ASR_KD = [sys.executable, "-m", "asr_kd.cli"]
 RECIPE = REPO / "recipes" / "speechocean762"
 
 
 def decode(model: str, nj: int, out: Path, args, threads: int = 0, batch_frames: int = 0) -> dict:
     """One decode; ``threads``: limit torch's threads (0: its default, what a user gets);
     ``batch_frames``: --max-batch-frames (0: the decoder's default)."""
-    cmd = ASR_KD + ["decode", "--model", model, "--lang-dir", "data/lang", "--lm", "data/lm/G_3gram.fst",
-                    "--graph-dir", "exp/tri1/graph_3gram", "--cuts", args.cuts, "--out-dir", str(out),
-                    "--lm-weights", str(args.lm_weight), "--subset-every", str(args.subset_every),
-                    "--max-active", "3000", "--nj", str(nj), "--force", "--max-batch-frames", str(batch_frames)]
-    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.time()
-    with open(out.parent / f"{out.name}.log", "w") as f:
-        env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {}))
-        proc = subprocess.run(cmd, cwd=RECIPE, stdout=f, stderr=subprocess.STDOUT, env=env)
-    wall = time.time() - t0
-    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode:
-        raise SystemExit(f"decode {model} --nj {nj} failed (exit {proc.returncode}): see {out}.log")
-    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    cmd = ["decode", "--model", model, "--lang-dir", "data/lang", "--lm", "data/lm/G_3gram.fst",
+           "--graph-dir", "exp/tri1/graph_3gram", "--cuts", args.cuts, "--out-dir", str(out),
+           "--lm-weights", str(args.lm_weight), "--subset-every", str(args.subset_every),
+           "--max-active", "3000", "--nj", str(nj), "--force", "--max-batch-frames", str(batch_frames)]
+    name = (f"{model} --nj {nj}{f' ({threads} thread)' if threads else ''}"
+            f"{f' --max-batch-frames {batch_frames}' if batch_frames else ''}")
+    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else None
+    r = step(name, cmd, RECIPE, out.parent / f"{out.name}.log", env)
     d = json.loads((out / "decode.json").read_text())
-    hyp = (out / f"hyp_{d['best']}.txt").read_text()
-    print(f"  {model} --nj {nj}{f' ({threads} thread)' if threads else ''}"
-          f"{f' --max-batch-frames {batch_frames}' if batch_frames else ''}: {wall:.1f} s wall, {cpu:.1f} s CPU, WER {d['wer']}", flush=True)
-    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "cores_used": round(cpu / wall, 2),
-            "wer": d["wer"], "utterances": d["scored"], "frames": d["frames"], "_hyp": hyp}
+    print(f"    WER {d['wer']}", flush=True)
+    return {**r, "wer": d["wer"], "utterances": d["scored"], "frames": d["frames"],
+            "_hyp": (out / f"hyp_{d['best']}.txt").read_text()}
 
 
 def main() -> int:
@@ -110,12 +101,9 @@ def main() -> int:
         "runs": runs, "speedup": speedup, "identical_words_and_wer": identical, "load": load,
         "notes": "wall_s: the whole command (start-up, graph loading, CMVN, acoustic scores, search, scoring); "
                  "cpu_s: user+sys of the command and its jobs; cores_used = cpu_s / wall_s. nj1: one job with torch's "
-                 "default threads (what a user gets: its search already uses about 1.5 cores here); nj1_1thread: "
+                 "default threads (what a user gets; see its cores_used); nj1_1thread: "
                  "one job of one thread (OMP_NUM_THREADS=1), as each job of --nj N runs and as Kaldi decodes.",
-        "machine": {"cpus": len(open("/proc/cpuinfo").read().split("processor\t")) - 1,
-                    "processor": next((line.split(": ", 1)[1] for line in open("/proc/cpuinfo")
-                                       if line.startswith("model name")), platform.processor()),
-                    "python": platform.python_version()},
+        "machine": {"cpus": os.cpu_count(), "processor": cpu_model(), "python": platform.python_version()},
         "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip(),
         "command": " ".join(["benchmarks/bench_decode_jobs.py"] + sys.argv[1:]),
     }

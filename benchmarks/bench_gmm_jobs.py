@@ -68,12 +68,14 @@ def machine_load() -> dict:
             "this_autogroup": _autogroup(os.getpid()), "busy_processes_pid_pcpu_autogroup_cmd": busy}
 
 
-def step(name: str, args: list, cwd: Path, log: Path) -> dict:
-    """Run one asr-kd step; wall time and the CPU time of it and its jobs."""
+def step(name: str, args: list, cwd: Path, log: Path, env: dict = None) -> dict:
+    """Run one asr-kd step (``env``: extra environment variables); wall time and the CPU time of it
+    and its jobs."""
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
     with open(log, "w") as f:
-        proc = subprocess.run(ASR_KD + args, cwd=cwd, stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.run(ASR_KD + args, cwd=cwd, stdout=f, stderr=subprocess.STDOUT,
+                              env=dict(os.environ, **(env or {})))
     wall = time.time() - t0
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode:
@@ -208,7 +210,7 @@ def main() -> int:
                   "the jobs' measured CPU seconds (in all, and of the busiest job of each task) as if "
                   "their tasks had run side by side; the --nj 1 wall time is measured as it is."),
         "load": load,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": _cpu_model(),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": cpu_model(),
                     "python": platform.python_version(), "torch": torch.__version__},
         "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip(),
         "command": " ".join(["benchmarks/bench_gmm_jobs.py", *sys.argv[1:]]),
@@ -218,7 +220,7 @@ def main() -> int:
     return 0
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()

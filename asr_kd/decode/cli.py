@@ -36,7 +36,7 @@ import argparse
 from pathlib import Path
 
 from asr_kd.decode import steps
-from asr_kd.decode.decoder import DecodeOpts
+from asr_kd.decode.decoder import CPU_BATCH_FRAMES, GPU_BATCH_FRAMES, DecodeOpts
 from asr_kd.export import decode_inputs
 from asr_kd.utils import UserError
 
@@ -71,8 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-active", type=int, default=7000, help="Kaldi's --max-active")
     parser.add_argument("--min-active", type=int, default=30, help="fewest active states per frame")
     parser.add_argument("--max-batch-frames", type=int, default=0,
-                        help="frames per k2 batch; 0: 500 on a CPU (about one utterance: fastest there), "
-                             "10000 on a GPU (large batches keep it busy)")
+                        help=f"frames per k2 batch; 0: {CPU_BATCH_FRAMES} on a CPU (about one utterance: fastest "
+                             f"there), {GPU_BATCH_FRAMES} on a GPU (large batches keep it busy)")
     parser.add_argument("--tuned-on", type=Path, metavar="DEV_DECODE_DIR",
                         help="use the LM weight and word insertion penalty that were best in this decode directory "
                              "(e.g. exp/tri1/decode_dev); replaces --lm-weights and --word-ins-penalties")

@@ -1,11 +1,13 @@
 """A user's own data in: a Kaldi data directory, or lhotse manifests, made into the manifests that
 ``asr-kd prepare CORPUS`` writes, so that every later stage takes them as it takes a corpus::
 
-    asr-kd prepare kaldi  DATA_DIR OUT_DIR [--name NAME] [--split SPLIT] [--sampling-rate R]
+    asr-kd prepare kaldi  DATA_DIR OUT_DIR [--name NAME] [--split SPLIT] [--sampling-rate R] [--dev-speakers K]
     asr-kd prepare lhotse MANIFEST OUT_DIR [--supervisions SUPS] [--name NAME] [--split SPLIT] [--sampling-rate R]
 
 write ``OUT_DIR/{name}_{recordings,supervisions,cuts}_{split}.jsonl.gz`` (one cut per utterance,
-its id the utterance id) and add the split to ``OUT_DIR/{name}_prepare.json``.
+its id the utterance id) and add the split to ``OUT_DIR/{name}_prepare.json``. ``--dev-speakers K``
+holds K whole speakers (the same ones on every run) out as split ``dev`` for tuning, e.g. the LM
+weight of a set that has no dev set of its own.
 
 **Kaldi data dir.** ``wav.scp`` is required; ``segments``, ``text``, ``utt2spk`` and ``spk2gender``
 are optional. A ``wav.scp`` entry is a file path (a relative one is looked up under ``--audio-root``,

@@ -44,7 +44,8 @@ decode_opts="--max-active 3000"   # extra asr-kd decode options (as recipes/spee
 . ../../local/path.sh
 
 corpus=transfer   # the recipe's directory (RESULTS.md's commands, the stage timings)
-command="cd recipes/$corpus && $cmdline"
+# derived from the options (declare: not options themselves, see --help)
+declare command="cd recipes/$corpus && $cmdline"
 if [ -n "$source_recipe" ]; then
   [ -d "$source_recipe" ] || { echo "$0: --source-recipe $source_recipe: no such directory" >&2; exit 1; }
   source_recipe=$(cd "$source_recipe" && pwd)
@@ -62,15 +63,15 @@ if [ -z "$phone_table" ]; then
   fi
 fi
 data_dir=${data_dir:-data/fsdd_digits}
-name=$(basename "$data_dir")
-manifests=data/$name/manifests lang=data/$name/lang lm_dir=data/$name/lm
+declare name; name=$(basename "$data_dir")
+declare manifests=data/$name/manifests lang=data/$name/lang lm_dir=data/$name/lm
 G=$lm_dir/G_${lm_order}gram.fst
 cuts_of() { echo $manifests/${name}_cuts_$1.jsonl.gz; }   # the import's cuts of dev or test (fbank is computed when decoding)
-by=${source_recipe:+"the systems of $(basename "$source_recipe")"}
+declare by=${source_recipe:+"the systems of $(basename "$source_recipe")"}
 [ -z "$model_dirs" ] || by="${by:+$by and }exports"
-table="Transfer: $name decoded by $by"
-lm_from=${lm_text:-"the dev transcripts"}
-note="Data: $data_dir, resampled to $sampling_rate Hz; dev: $dev_speakers whole speakers (named in $manifests/${name}_prepare.json with the entries skipped), test: the other speakers. Vocabulary: the dev transcripts${lexicon:+ and $lexicon}, pronounced on the models' phone set ($phone_table). LM: ${lm_order}-gram${lm_opts:+ ($lm_opts)} from $lm_from (never from the test transcripts), interpolated with a uniform distribution over the vocabulary. LM weight and word insertion penalty: best on dev, applied to test. Models: ${source_recipe:-} ${model_dirs}"
+declare table="Transfer: $name decoded by $by"
+declare lm_from=${lm_text:-"the dev transcripts"}
+declare note="Data: $data_dir, resampled to $sampling_rate Hz; dev: $dev_speakers whole speakers (named in $manifests/${name}_prepare.json with the entries skipped), test: the other speakers. Vocabulary: the dev transcripts${lexicon:+ and $lexicon}, pronounced on the models' phone set ($phone_table). LM: ${lm_order}-gram${lm_opts:+ ($lm_opts)} from $lm_from (never from the test transcripts), interpolated with a uniform distribution over the vocabulary. LM weight and word insertion penalty: best on dev, applied to test. Models: ${source_recipe:-} ${model_dirs}"
 
 report_row() {  # report_row SYSTEM SET [asr-kd report options]
   asr-kd report --table "$table" --system "$1" --set "$2" --command "$command" "${@:3}"

@@ -192,3 +192,22 @@ def test_help_lists_the_import_options(capsys):
     out = capsys.readouterr().out
     for option in ("kaldi", "lhotse", "--sampling-rate", "--name", "--split", "--supervisions", "--audio-root"):
         assert option in out
+
+
+def test_dev_speakers_held_out_whole(audio, tmp_path):
+    """--dev-speakers N: N whole speakers as split dev, the others as --split; bad entries counted once."""
+    d = write_dir(tmp_path / "spk", wav={"a1": audio["zero"], "a2": audio["one"], "b1": audio["two"],
+                                          "c1": audio["r16k"], "c2": tmp_path / "absent.wav"},
+                  text={"a1": "zero", "a2": "one", "b1": "two", "c1": "seven", "c2": "eight"},
+                  utt2spk={"a1": "A", "a2": "A", "b1": "B", "c1": "C", "c2": "C"})
+    out = tmp_path / "m"
+    assert main(["prepare", "kaldi", str(d), str(out), "--dev-speakers", "1", "--sampling-rate", "16000"]) == 0
+    reports = json.loads((out / "spk_prepare.json").read_text())
+    dev, test = (load_manifest(out / f"spk_cuts_{s}.jsonl.gz") for s in ("dev", "test"))
+    dev_spk = {c.supervisions[0].speaker for c in dev}
+    assert dev_spk == set(reports["dev"]["dev_speakers"]) and len(dev_spk) == 1
+    assert not dev_spk & {c.supervisions[0].speaker for c in test} and len(dev) + len(test) == 4
+    assert {c.sampling_rate for c in [*dev, *test]} == {16000}
+    assert reports["test"]["skipped"] == {"missing audio files": 1} and reports["dev"]["skipped"] == {}
+    with pytest.raises(UserError, match="--dev-speakers 3: the set has 3 speakers"):
+        import_kaldi_dir(d, tmp_path / "m2", dev_speakers=3)

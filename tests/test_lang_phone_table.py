@@ -2,6 +2,7 @@
 phone set keeps its phone ids; a word it cannot pronounce there is an error naming it; a lang with
 other phones is refused when a graph is built for the model (model_info.check_phones)."""
 import argparse
+import json
 from dataclasses import asdict
 
 import numpy as np
@@ -127,3 +128,14 @@ def test_graph_for_the_model_builds_with_the_new_lang_only(model_lang, tmp_path)
     assert decode(new_lang(tmp_path / "new", NEW_TEXTS, table=model_lang / "phones.txt")) == 0
     with pytest.raises(ValueError, match="phone sets differ"):
         decode(new_lang(tmp_path / "plain", NEW_TEXTS))
+
+
+def test_an_exports_phones_json_is_a_table(model_lang, tmp_path):
+    """An export holds phones.json (model_info.phone_table) rather than phones.txt: it keeps the same ids."""
+    exported = tmp_path / "phones.json"
+    exported.write_text(json.dumps(phone_table(model_lang)))
+    lang_dir = new_lang(tmp_path / "new", NEW_TEXTS, table=exported)
+    assert phone_table(lang_dir)["sha256"] == phone_table(model_lang)["sha256"]
+    exported.write_text("{}")
+    with pytest.raises(UserError, match="phones.json: not an export's phones.json"):
+        new_lang(tmp_path / "bad", NEW_TEXTS, table=exported)

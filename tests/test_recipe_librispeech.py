@@ -6,63 +6,26 @@ with ``<spk>-<chapter>.trans.txt``, the layout lhotse's ``prepare_librispeech`` 
 speechocean762's lexicon stands in for ``librispeech-lexicon.txt``. ``recipes/librispeech/run.sh``
 then runs every stage (0-12) with tiny sizes in a scratch copy of the recipe, which exercises its
 wiring: the parts mapped to train/dev/test, dev carved from train, ``--lexicon``, and the shared
-stages of local/. Takes a few minutes.
+stages of local/. Takes a few minutes. The corpus and the run are session fixtures of conftest.py
+(tests/test_recipe_transfer.py decodes other data with the trained system).
 """
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import soundfile as sf
 from lhotse import load_manifest
 
 from asr_kd.data.corpora import prepare_corpus
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN_SPEAKERS, TRAIN_UTTS = 4, 10   # train-clean-5: 40 utterances
-TEST_SPEAKERS, TEST_UTTS = 2, 5      # dev-clean-2: 10 utterances (the recipe's test set by default)
-
-
-def _kaldi_dir(d: Path):
-    """{speaker: [(utt, audio path, text)]} of a speechocean762 Kaldi data dir, in file order."""
-    text = dict(line.split(maxsplit=1) for line in (d / "text").read_text().splitlines())
-    wav = dict(line.split(maxsplit=1) for line in (d / "wav.scp").read_text().splitlines())
-    by_spk = {}
-    for line in (d / "utt2spk").read_text().splitlines():
-        utt, spk = line.split()
-        by_spk.setdefault(spk, []).append((utt, d.parent / wav[utt].strip(), text[utt].strip()))
-    return by_spk
-
-
-def build_tiny_librispeech(corpora: Path, root: Path) -> Path:
-    """``root/LibriSpeech`` with parts train-clean-5 and dev-clean-2, flac from speechocean762."""
-    so = corpora / "speechocean762"
-    if not (so / "train" / "wav.scp").is_file():
-        pytest.skip(f"speechocean762 not found at {so}")
-    out = root / "LibriSpeech"
-    for part, split, speakers, utts in (("train-clean-5", "train", TRAIN_SPEAKERS, TRAIN_UTTS),
-                                        ("dev-clean-2", "test", TEST_SPEAKERS, TEST_UTTS)):
-        for k, (spk, items) in enumerate(list(_kaldi_dir(so / split).items())[:speakers]):
-            spk_id, chapter = str(int(spk)), str(100 + k)   # LibriSpeech ids are numbers
-            d = out / part / spk_id / chapter
-            d.mkdir(parents=True)
-            lines = []
-            for i, (_, audio, text) in enumerate(items[:utts]):
-                uid = f"{spk_id}-{chapter}-{i:04d}"
-                samples, rate = sf.read(audio, dtype="int16")
-                assert rate == 16000, audio
-                sf.write(d / f"{uid}.flac", samples, rate, format="FLAC", subtype="PCM_16")
-                lines.append(f"{uid} {text}\n")
-            (d / f"{spk_id}-{chapter}.trans.txt").write_text("".join(lines))
-    return out
 
 
 @pytest.fixture(scope="module")
-def tiny_librispeech(corpora, tmp_path_factory):
-    return build_tiny_librispeech(corpora, tmp_path_factory.mktemp("corpus"))
+def tiny_librispeech(tiny_librispeech_corpus):
+    return tiny_librispeech_corpus  # conftest.py: built once a session
 
 
 def test_parts_map_to_the_recipe_splits(tiny_librispeech, tmp_path):
@@ -84,23 +47,8 @@ def test_parts_map_to_the_recipe_splits(tiny_librispeech, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def recipe(corpora, tiny_librispeech, tmp_path_factory):
-    root = tmp_path_factory.mktemp("repo")
-    shutil.copytree(REPO / "local", root / "local")
-    shutil.copytree(REPO / "recipes" / "librispeech", root / "recipes" / "librispeech",
-                    ignore=shutil.ignore_patterns("data", "exp", "download", "RESULTS.md", "results.json"))
-    env = dict(os.environ, CORPORA=str(corpora), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    env.pop("VIRTUAL_ENV", None)
-    args = ["--corpus-dir", str(tiny_librispeech),
-            "--lexicon", str(corpora / "speechocean762" / "resource" / "lexicon.txt"),
-            "--mono-gauss", "100", "--tri-leaves", "60", "--tri-gauss", "300",
-            "--num-teachers", "2", "--epochs", "2", "--preset", "tiny", "--temperatures", "2",
-            "--subset-fraction", "0.25", "--subset-epochs", "2", "--nnet-opts", "--dtype fp32",
-            "--lm-weights", "8 12"]
-    proc = subprocess.run(["bash", str(root / "recipes" / "librispeech" / "run.sh"), *args],
-                          env=env, capture_output=True, text=True, timeout=1500)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return root / "recipes" / "librispeech", proc
+def recipe(tiny_trained_recipe):
+    return tiny_trained_recipe  # conftest.py: run once a session (tests/test_recipe_transfer.py decodes with it)
 
 
 def test_every_stage_ran(recipe):

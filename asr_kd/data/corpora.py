@@ -442,6 +442,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--sampling-rate", type=int,
                         help="kaldi/lhotse: resample recordings at other rates to this one, e.g. the model's "
                         "(default: the set's rate; its most common one if mixed)")
+    parser.add_argument("--dev-speakers", type=int, default=0,
+                        help="kaldi: hold this many whole speakers out as split dev (e.g. to tune the LM weight "
+                        "on); the others are --split")
     parser.add_argument("--audio-root", type=Path,
                         help="kaldi: where relative wav.scp paths start (default: the current directory, "
                         "then the data dir's parent)")
@@ -454,7 +457,7 @@ def run(args) -> int:
         common = dict(name=args.name, split=args.split, sampling_rate=args.sampling_rate, force=args.force)
         if args.corpus == "kaldi":
             import_data.import_kaldi_dir(args.corpus_dir, args.output_dir, audio_root=args.audio_root,
-                                         **{**common, "split": args.split or "test"})
+                                         dev_speakers=args.dev_speakers, **{**common, "split": args.split or "test"})
         else:
             import_data.import_lhotse(args.corpus_dir, args.output_dir, supervisions=args.supervisions, **common)
         return 0

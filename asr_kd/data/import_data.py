@@ -1,11 +1,13 @@
 """A user's own data in: a Kaldi data directory, or lhotse manifests, made into the manifests that
 ``asr-kd prepare CORPUS`` writes, so that every later stage takes them as it takes a corpus::
 
-    asr-kd prepare kaldi  DATA_DIR OUT_DIR [--name NAME] [--split SPLIT] [--sampling-rate R]
+    asr-kd prepare kaldi  DATA_DIR OUT_DIR [--name NAME] [--split SPLIT] [--sampling-rate R] [--dev-speakers K]
     asr-kd prepare lhotse MANIFEST OUT_DIR [--supervisions SUPS] [--name NAME] [--split SPLIT] [--sampling-rate R]
 
 write ``OUT_DIR/{name}_{recordings,supervisions,cuts}_{split}.jsonl.gz`` (one cut per utterance,
-its id the utterance id) and add the split to ``OUT_DIR/{name}_prepare.json``.
+its id the utterance id) and add the split to ``OUT_DIR/{name}_prepare.json``. ``--dev-speakers K``
+holds K whole speakers (the same ones on every run) out as split ``dev`` for tuning, e.g. the LM
+weight of a set that has no dev set of its own.
 
 **Kaldi data dir.** ``wav.scp`` is required; ``segments``, ``text``, ``utt2spk`` and ``spk2gender``
 are optional. A ``wav.scp`` entry is a file path (a relative one is looked up under ``--audio-root``,
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import io
 import logging
+import random
 import shutil
 import subprocess
 from collections import Counter
@@ -258,8 +261,10 @@ def paths(output_dir: Path, name: str, split: str) -> Dict[str, Path]:
 
 
 def finish(recordings: Dict[str, Recording], supervisions: List[SupervisionSegment], problems: Problems,
-           output_dir: Path, name: str, split: str, sampling_rate: Optional[int], source: str) -> dict:
-    """Resample, write the three manifests (cuts last) and the report; UserError if nothing is usable."""
+           output_dir: Path, name: str, split: str, sampling_rate: Optional[int], source: str,
+           extra: Optional[dict] = None) -> dict:
+    """Resample, write the three manifests (cuts last) and the report (with ``extra``); UserError if
+    nothing is usable."""
     where = f"{name}/{split}"
     problems.warn(where)
     if not supervisions:
@@ -292,6 +297,7 @@ def finish(recordings: Dict[str, Recording], supervisions: List[SupervisionSegme
         "transcribed": any(s.text for s in supervisions),
         "skipped": problems.counts(),
         "skipped_items": problems.items(),
+        **(extra or {}),
     }
     report_path = output_dir / f"{name}_prepare.json"
     with exclusive_lock(output_dir / f".{name}_prepare.lock"):
@@ -314,17 +320,35 @@ def _done(output_dir: Path, name: str, split: str) -> Optional[dict]:
 # ---------------------------------------------------------------- the two imports
 
 
+def held_out_speakers(supervisions: List[SupervisionSegment], num: int, seed: int = 0) -> List[str]:
+    """``num`` speakers of ``supervisions`` chosen for a dev set, the same ones on every run (a
+    seeded shuffle of the sorted speakers); UserError unless at least one speaker is left over."""
+    speakers = sorted({s.speaker for s in supervisions})
+    if not 0 < num < len(speakers):
+        raise UserError(f"--dev-speakers {num}: the set has {len(speakers)} speakers; dev takes 1 to "
+                        f"{len(speakers) - 1} of them (the rest is the test set)")
+    random.Random(seed).shuffle(speakers)
+    return sorted(speakers[:num])
+
+
 def import_kaldi_dir(data_dir: Pathlike, output_dir: Pathlike, name: Optional[str] = None, split: str = "test",
                      sampling_rate: Optional[int] = None, audio_root: Optional[Pathlike] = None,
-                     force: bool = False) -> dict:
-    """Import a Kaldi data dir (see the module docstring); returns the split's report."""
+                     force: bool = False, dev_speakers: int = 0) -> dict:
+    """Import a Kaldi data dir (see the module docstring); returns the split's report.
+
+    ``dev_speakers`` > 0 holds that many whole speakers out as split ``dev`` (written first; for
+    tuning the LM weight without touching the test set, :func:`held_out_speakers`) and writes the
+    others as ``split``. The data dir's bad entries are counted once, in ``split``'s report."""
     data_dir, output_dir = Path(data_dir), Path(output_dir)
     name = name or data_dir.resolve().name
     if not data_dir.is_dir():
         raise UserError(f"{data_dir}: no such directory (a Kaldi data dir)")
     if not (data_dir / "wav.scp").is_file():
         raise UserError(f"{data_dir}: missing wav.scp (a Kaldi data dir needs it)")
-    if not force and (done := _done(output_dir, name, split)) is not None:
+    if split == "dev" and dev_speakers:
+        raise UserError("--dev-speakers writes the held-out speakers as split dev: give another --split")
+    if not force and (done := _done(output_dir, name, split)) is not None and (
+            not dev_speakers or _done(output_dir, name, "dev") is not None):
         log.info(f"{name}/{split}: manifests exist in {output_dir}; skipping (use --force to redo)")
         return done
     problems = Problems()
@@ -333,7 +357,17 @@ def import_kaldi_dir(data_dir: Pathlike, output_dir: Pathlike, name: Optional[st
     recordings = kaldi_recordings(wav, roots, problems)
     candidates, transcribed = kaldi_supervisions(data_dir, wav, recordings, problems)
     supervisions = check_supervisions(candidates, recordings, wav, problems, require_text=transcribed)
-    return finish(recordings, supervisions, problems, output_dir, name, split, sampling_rate, str(data_dir))
+    if not dev_speakers:
+        return finish(recordings, supervisions, problems, output_dir, name, split, sampling_rate, str(data_dir))
+    dev = set(held_out_speakers(supervisions, dev_speakers))
+    carved = {"dev_speakers": sorted(dev)}
+    log.info(f"{name}: speakers {', '.join(sorted(dev))} held out as dev; the other "
+             f"{len({s.speaker for s in supervisions} - dev)} as {split}")
+    # The split last: its cuts manifest marks the import done.
+    finish(recordings, [s for s in supervisions if s.speaker in dev], Problems(), output_dir, name, "dev",
+           sampling_rate, str(data_dir), extra=carved)
+    return finish(recordings, [s for s in supervisions if s.speaker not in dev], problems, output_dir, name, split,
+                  sampling_rate, str(data_dir), extra=carved)
 
 
 def import_lhotse(manifest: Pathlike, output_dir: Pathlike, name: Optional[str] = None, split: Optional[str] = None,

@@ -8,7 +8,8 @@ Data set::
 writes ``wer_{lmwt}``, ``per_utt_{lmwt}``, ``errs_{lmwt}``, ``hyp_{lmwt}.txt`` per LM weight (with
 ``--word-ins-penalties``, Kaldi's score.sh grid, per ``{lmwt}_{penalty}`` for the non-zero penalties)
 and ``decode.json`` (scored utterances, empty lattices, real-time factor, the best LM weight and
-penalty). Tune both on a dev set and pass the chosen ones to the test set with ``--lm-weights W
+penalty). Cuts without features (``asr-kd prepare kaldi`` manifests) are featurized from their audio
+as the model's training data was (its rate and fbank settings). Tune both on a dev set and pass the chosen ones to the test set with ``--lm-weights W
 --word-ins-penalties P``.
 
 A model exported by ``asr-kd export`` decodes from its directory (or .tar.gz) alone, with the lang,

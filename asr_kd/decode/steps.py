@@ -35,7 +35,7 @@ from asr_kd.decode.graph import build_graph
 from asr_kd.lang import Lang
 from asr_kd.model_info import fbank_of
 from asr_kd.score import score_wer
-from asr_kd.utils import Pathlike, die_with_parent, load_cuts, outputs_fresh, read_json, write_json, write_text
+from asr_kd.utils import Pathlike, UserError, die_with_parent, load_cuts, outputs_fresh, read_json, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,47 @@ def audio_items(paths: List[Path], features: dict) -> Tuple[list, Dict[str, str]
             continue
         items.append((str(p), str(p), feats))
     return items, failures
+
+
+class CutFbank:
+    """Fbank of a cut without features (e.g. ``asr-kd prepare kaldi`` manifests) from its audio,
+    as the model's training data was featurized (its rate and fbank settings; other rates are
+    resampled). A cut that cannot be used gives None and is named in one warning with the reason;
+    :meth:`report` counts them."""
+
+    def __init__(self, features: dict):
+        self.rate = features["sampling_rate"]
+        self.extractor = Fbank(fbank_of(features))
+        self.failures: Dict[str, str] = {}
+        self.resampled = 0
+
+    def __call__(self, cut) -> Optional[np.ndarray]:
+        try:
+            if cut.sampling_rate != self.rate:
+                self.resampled += 1
+                cut = cut.resample(self.rate)
+            if compute_num_frames(cut.duration, self.extractor.frame_shift, self.rate) == 0:
+                raise ValueError(f"too short for one frame ({cut.duration:.4f} s)")
+            try:
+                samples = cut.load_audio()
+            except Exception as e:
+                raise ValueError(f"unreadable audio ({_one_line(e)})") from e
+            if not np.isfinite(samples).all():
+                raise ValueError("audio has NaN/inf samples")
+            feats = self.extractor.extract(samples, self.rate)
+            if not np.isfinite(feats).all():
+                raise ValueError("non-finite features")
+            return feats
+        except ValueError as e:
+            self.failures[cut.id] = str(e)
+            log.warning(f"{cut.id}: skipped: {e}")
+            return None
+
+    def report(self, where) -> None:
+        if self.resampled:
+            log.info(f"{where}: {self.resampled} cuts resampled to {self.rate} Hz for the model")
+        if self.failures:
+            log.warning(f"{where}: {len(self.failures)} cuts could not be featurized (named above); decoding the rest")
 
 
 def scoring_key(lm_weight: float, penalty: float = 0.0) -> str:
@@ -274,18 +315,31 @@ def decode_cuts_step(models: Sequence[Pathlike], lang_dir: Path, lm: Path, cuts:
     if not cuts.is_file():
         raise FileNotFoundError(f"{cuts} not found: run the feature stage first")
     cut_set = load_cuts(cuts)
-    _check_cuts_rate(scorer, cut_set, cuts)
+    with_features = next(iter(cut_set.subset(first=1))).has_features if len(cut_set) else True
+    if with_features:
+        _check_cuts_rate(scorer, cut_set, cuts)
+    else:
+        log.info(f"{cuts}: cuts without features: fbank from their audio with {scorer.name}'s settings "
+                 f"({scorer.features['sampling_rate']} Hz)")
     if subset_every > 1:
         ids = sorted(cut_set.ids)[::subset_every]
         log.info(f"{cuts}: decoding every {subset_every}th utterance: {len(ids)} of {len(cut_set)}")
         cut_set = cut_set.subset(cut_ids=ids)
     refs, items = {}, []
     oov_refs = 0
+    featurize = None if with_features else CutFbank(scorer.features)
     for c in cut_set:
+        feats = c.load_features() if featurize is None else featurize(c)
+        if feats is None:
+            continue
         text = " ".join(s.text or "" for s in c.supervisions).split()
         oov_refs += sum(1 for w in text if w not in lang.words)
         refs[c.id] = text
-        items.append((c.id, c.supervisions[0].speaker if c.supervisions else c.id, c.load_features()))
+        items.append((c.id, c.supervisions[0].speaker if c.supervisions else c.id, feats))
+    if featurize is not None:
+        featurize.report(cuts)
+        if not items:
+            raise UserError(f"{cuts}: no cut could be featurized (named above)")
     if oov_refs:
         log.warning(f"{oov_refs} reference words are outside the vocabulary (they count as errors)")
     # decode.json is this directory's completion mark: gone until the new one is complete, so a
@@ -319,6 +373,7 @@ def decode_cuts_step(models: Sequence[Pathlike], lang_dir: Path, lm: Path, cuts:
         "excluded_empty_refs": results[best]["excluded_empty_refs"],
         "empty_lattices": timing["empty_lattices"],
         "oov_reference_words": oov_refs,
+        "skipped_cuts": dict(featurize.failures) if featurize is not None else {},
         "frames": int(sum(len(x) for _, _, x in items)),
         "audio_s": round(audio_s, 2),
         "wall_s": round(wall, 2),

@@ -11,6 +11,7 @@ of them, if the new lexicon needs more, are appended after the table's last id.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
@@ -21,13 +22,30 @@ EPS = "<eps>"
 SHOWN = 10
 
 
+def _json_table(path: Path) -> List[str]:
+    """The lines of a ``phones.txt`` from an export's ``phones.json`` (its real phones and ids,
+    :func:`asr_kd.model_info.phone_table`), with ``<eps>`` at 0."""
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+        symbols = [(str(p), int(i)) for p, i in table["symbols"]]
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path}: not an export's phones.json ({type(e).__name__}: {e})") from e
+    return [f"{EPS} 0"] + [f"{p} {i}" for p, i in symbols]
+
+
 def read_phone_table(path: Pathlike) -> List[str]:
-    """A ``phones.txt`` as a list indexed by id; ids must run 0, 1, 2... with ``<eps>`` at 0."""
+    """A ``phones.txt`` as a list indexed by id; ids must run 0, 1, 2... with ``<eps>`` at 0. An
+    export's ``phones.json`` (``asr-kd export``) stands for its model's table."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"--phone-symbol-table {path}: not found (the model's lang/phones.txt)")
+        raise UserError(f"--phone-symbol-table {path}: not found (the model's lang/phones.txt, or an export's "
+                        "phones.json)")
+    if path.suffix == ".json":
+        lines = _json_table(path)
+    else:
+        lines = path.read_text(encoding="utf-8").splitlines()
     by_id: Dict[int, str] = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(lines, 1):
         fields = line.split()
         if not fields:
             continue

@@ -300,7 +300,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--keep-stress", action="store_true", help="keep ARPAbet stress markers")
     parser.add_argument("--sil-prob", type=float, default=0.5, help="probability of optional silence after a word")
     parser.add_argument("--phone-symbol-table", type=Path, metavar="MODEL_LANG/phones.txt",
-                        help="keep a trained model's phone ids (Kaldi's prepare_lang.sh --phone-symbol-table); "
+                        help="keep a trained model's phone ids (Kaldi's prepare_lang.sh --phone-symbol-table; an "
+                        "export's phones.json works too); "
                         "a word pronounced with a phone outside it is an error")
     parser.add_argument("--force", action="store_true", help="rebuild even if the lang directory is complete")
 

@@ -16,6 +16,8 @@ The dev set for early stopping and learning-rate halving is a fixed set of train
 (``--dev-fraction``, ``--dev-seed``), the same for every model of a recipe; ``--subset-fraction``
 trains on a random part of the remaining utterances (the paper's 3% experiment).
 Run under ``torchrun --nproc-per-node N asr-kd ...`` (or ``python -m torch.distributed.run``) for DDP.
+``--stream-frames DIR`` streams the training frames from shards on disk (asr_kd/nnet/stream.py)
+instead of holding them in memory, for corpora whose frames do not fit in each process.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from lhotse import load_manifest_lazy
 from asr_kd.config import add_flags, config_flags, config_values
 from asr_kd.data.features import Cmvn, compute_cmvn_stats
 from asr_kd.nnet.data import FrameSet, split_by_speaker, subset_utterances
+from asr_kd.nnet.stream import StreamFrameSet, open_frame_shards
 from asr_kd.nnet.model import PRESETS, DnnConfig, Ensemble, load_model
 from asr_kd.nnet.train import TrainConfig, frame_accuracy_of, train_together
 from asr_kd.utils import UserError, error_text, load_cuts, outputs_fresh, read_json, write_json
@@ -48,6 +51,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--exp-dir", type=Path, nargs="+", required=True,
                    help="where the model goes; one per --temperature when several are given")
     p.add_argument("--frames-cache", type=Path, help="cache of the loaded frames (speeds up later runs)")
+    p.add_argument("--stream-frames", type=Path, metavar="DIR",
+                   help="stream the training frames from frame shards in DIR (written there from --cuts first) "
+                        "instead of holding them in memory: memory bounded by --buffer-frames, not by the corpus")
+    p.add_argument("--buffer-frames", type=int, default=262144,
+                   help="--stream-frames: frames in the shuffle buffer (x 176 bytes at 40 fbank: the memory bound)")
+    p.add_argument("--shard-frames", type=int, default=1000000, help="--stream-frames: frames per shard written")
+    p.add_argument("--shards-per-window", type=int, default=0,
+                   help="--stream-frames: shards whose utterances are shuffled together (0 = all)")
+    p.add_argument("--loader-workers", type=int, default=0,
+                   help="--stream-frames: DataLoader processes reading ahead (0 = read in the training process)")
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS),
                    help="network size: paper 8x2560, cpu 4x1024, small 3x512, tiny 2x64 (asr_kd/nnet/model.py)")
     p.add_argument("--hidden-layers", type=int, help="hidden layers (default: the preset's)")
@@ -135,7 +148,12 @@ def run(args) -> int:
     if args.nnet_step == "eval" and args.out.exists() and not args.force:
         log.info(f"{args.out} exists; skipping (use --force to redo)")
         return 0
-    frames = load_frames(args.cuts, args.frames_cache)
+    if args.nnet_step == "train" and args.stream_frames:
+        frames = open_frame_shards(args.cuts, args.stream_frames,
+                                   lambda cuts: Cmvn(compute_cmvn_stats(cuts), mode="speaker"), args.shard_frames,
+                                   progress=not args.no_progress)
+    else:
+        frames = load_frames(args.cuts, args.frames_cache)
     if args.nnet_step == "eval":
         if args.dev_fraction or args.subset_fraction < 1.0:
             utts, _ = _splits(frames, args.dev_fraction, args.dev_seed, args.subset_fraction, args.subset_seed)
@@ -160,14 +178,18 @@ def run(args) -> int:
         train_utts, dev_utts = _splits(frames, args.dev_fraction, args.dev_seed, args.subset_fraction, args.subset_seed)
         if not dev_utts:
             raise UserError("the dev split is empty: raise --dev-fraction (needs at least two speakers)")
-        dev_set = frames.subset(dev_utts)
-    train_set = frames.subset(train_utts)
+        dev_set = frames.subset(dev_utts) if isinstance(frames, FrameSet) else frames.frameset(dev_utts)
+    if isinstance(frames, FrameSet):
+        train_set = frames.subset(train_utts)
+    else:
+        train_set = StreamFrameSet(frames, train_utts, args.buffer_frames, args.shards_per_window, args.loader_workers)
     model_cfg = DnnConfig.from_preset(
         args.preset, num_senones=priors["num_pdfs"], feat_dim=frames.feat_dim, hidden_layers=args.hidden_layers,
         hidden_dim=args.hidden_dim, left_context=args.left_context, right_context=args.right_context,
         dropout=args.dropout)
-    if int(frames.labels.max()) >= model_cfg.num_senones:
-        raise ValueError(f"labels go up to {int(frames.labels.max())} but {args.gmm_dir} has {model_cfg.num_senones} senones")
+    max_label = int(frames.labels.max()) if isinstance(frames, FrameSet) else frames.max_label
+    if max_label >= model_cfg.num_senones:
+        raise ValueError(f"labels go up to {max_label} but {args.gmm_dir} has {model_cfg.num_senones} senones")
     if len(args.exp_dir) != len(args.temperature):
         raise ValueError(f"{len(args.exp_dir)} --exp-dir for {len(args.temperature)} --temperature values: "
                          "give one exp dir per temperature")

@@ -12,19 +12,22 @@ One loop serves the baseline, each teacher of the ensemble and every distilled s
 - a checkpoint every epoch (model, optimizer, schedule, history): a crashed or interrupted run
   resumes where it stopped; the best epoch on dev is exported as ``final.pt``;
 - several processes with torch DistributedDataParallel when started by ``torchrun`` (gloo on CPU,
-  nccl on GPU): each rank takes its stride of the same shuffled frame order.
+  nccl on GPU): each rank takes its stride of the same shuffled frame order;
+- the training frames in memory (:class:`FrameSet`) or streamed from frame shards on disk
+  (:class:`asr_kd.nnet.stream.StreamFrameSet`, memory bounded by its shuffle buffer).
 
 A NaN/inf loss stops the run with an error naming the epoch and batch (the last checkpoint stays).
 """
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +36,7 @@ from tqdm import tqdm
 from asr_kd.config import option
 from asr_kd.distill import distillation_loss, ensemble_probs
 from asr_kd.nnet.data import FrameSet, frame_batches
+from asr_kd.nnet.stream import StreamFrameSet
 from asr_kd.nnet.model import Dnn, DnnConfig, Ensemble, save_model
 from asr_kd.utils import Pathlike, atomic_path, autocast, read_json, resolve_dtype, training_lock, write_json
 
@@ -99,6 +103,16 @@ def distributed() -> tuple:
         torch.distributed.init_process_group(backend)
     rank = torch.distributed.get_rank() if world > 1 else 0
     return rank, world
+
+
+def epoch_batches(train_set: Union[FrameSet, StreamFrameSet], epoch: int, batch_size: int, seed: int, left: int,
+                  right: int, rank: int = 0, world_size: int = 1):
+    """(iterator of (spliced inputs, labels), number of batches) of one epoch of this rank: from the
+    frames in memory (:func:`frame_batches`) or streamed from shards (:class:`StreamFrameSet`)."""
+    if isinstance(train_set, StreamFrameSet):
+        return train_set.epoch_batches(epoch, batch_size, seed, left, right, rank, world_size)
+    batches = list(frame_batches(len(train_set), batch_size, epoch, seed, rank, world_size, train_set.labels))
+    return ((train_set.splice(idx, left, right), train_set.labels[idx]) for idx in batches), len(batches)
 
 
 def _batched_logits(model, frames: FrameSet, idx: torch.Tensor, batch_size: int, device: str, dtype: str):
@@ -350,14 +364,14 @@ def _train_together(
             r.begin_epoch()
         t0 = time.time()
         teacher_s = 0.0
-        batches = list(frame_batches(len(train_set), cfg0.batch_size, epoch, cfg0.seed, rank, world, train_set.labels))
+        batches, num_batches = epoch_batches(train_set, epoch, cfg0.batch_size, cfg0.seed, left, right, rank, world)
         if cfg0.max_frames_per_epoch:
-            batches = batches[: max(1, cfg0.max_frames_per_epoch // (cfg0.batch_size * world))]
-        bar = tqdm(batches, desc=f"{name} epoch {epoch}", unit="batch", disable=not (cfg0.progress and rank == 0),
-                   mininterval=5)
-        for b, idx in enumerate(bar):
-            x = train_set.splice(idx, left, right).to(device)
-            y = train_set.labels[idx].to(device)
+            num_batches = min(num_batches, max(1, cfg0.max_frames_per_epoch // (cfg0.batch_size * world)))
+            batches = itertools.islice(batches, num_batches)
+        bar = tqdm(batches, total=num_batches, desc=f"{name} epoch {epoch}", unit="batch",
+                   disable=not (cfg0.progress and rank == 0), mininterval=5)
+        for b, (x, y) in enumerate(bar):
+            x, y = x.to(device), y.to(device)
             t_logits = None
             if teachers is not None:
                 t1 = time.time()

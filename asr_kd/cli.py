@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Knowledge distillation for hybrid DNN-HMM speech recognition.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads of this process (0: torch's default, one per core); "
+                             "give 1 to each of N jobs run side by side on N cores")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -73,6 +76,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     setup_logging(logging.DEBUG if args.verbose else logging.INFO)
     logging.getLogger("asr_kd").info(cpu.describe())
+    if args.threads:
+        # Imported here, not at the top: `asr-kd --help` does not load torch (its command modules do).
+        import torch
+        torch.set_num_threads(args.threads)
     try:
         return int(module.run(args) or 0)
     except (*USER_ERRORS, SystemExit, KeyboardInterrupt) as e:

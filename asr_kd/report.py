@@ -23,8 +23,14 @@ log = logging.getLogger(__name__)
 
 
 def row_from_files(system: str, set_name: str, decode_dir: Optional[Path] = None,
-                   frame_accuracy: Optional[Path] = None, summary: Optional[Path] = None, **extra) -> dict:
+                   frame_accuracy: Optional[Path] = None, summary: Optional[Path] = None,
+                   speed_dir: Optional[Path] = None, **extra) -> dict:
     row = {"system": system, "set": set_name, "wer": None, "frame_accuracy": None}
+    if speed_dir is not None:  # what the model costs to run: its size and speed in that decode
+        d = read_json(Path(speed_dir) / "decode.json")
+        row.update(parameters=d.get("parameters"), speed_on=f"{d['cuts']}, {d['nj']} job(s) x {d.get('threads')} thread(s)",
+                   acoustic_rtf=d.get("acoustic_real_time_factor"), search_rtf=d.get("search_real_time_factor"),
+                   total_rtf=d["real_time_factor"])
     if decode_dir is not None:
         d = read_json(Path(decode_dir) / "decode.json")
         row.update(wer=d["wer"], utterances=d["utterances"], lm_weight=d["best_lm_weight"],
@@ -54,16 +60,20 @@ def row_from_files(system: str, set_name: str, decode_dir: Optional[Path] = None
 
 
 def add_gain_recovered(rows: list) -> None:
-    """frame_accuracy gain of each distilled row over the baseline, as a % of the ensemble's gain."""
+    """The gain of each distilled row over the baseline, as a % of the ensemble's gain: in frame
+    accuracy (gain_recovered_pct, the paper's measure) and in WER (wer_gain_recovered_pct)."""
     by = {(r["system"], r["set"]): r for r in rows}
     for r in rows:
         if not r["system"].startswith("dnn-distilled"):
             continue
         base = by.get(("dnn-baseline", r["set"]))
         ens = next((x for (s, st), x in by.items() if s.startswith("dnn-ensemble") and st == r["set"]), None)
-        if base and ens and None not in (r.get("frame_accuracy"), base.get("frame_accuracy"), ens.get("frame_accuracy")):
-            gain = ens["frame_accuracy"] - base["frame_accuracy"]
-            r["gain_recovered_pct"] = round(100.0 * (r["frame_accuracy"] - base["frame_accuracy"]) / gain, 1) if gain else None
+        if not (base and ens):
+            continue
+        for key, out in (("frame_accuracy", "gain_recovered_pct"), ("wer", "wer_gain_recovered_pct")):
+            if None not in (r.get(key), base.get(key), ens.get(key)):
+                gain = ens[key] - base[key]
+                r[out] = round(100.0 * (r[key] - base[key]) / gain, 1) if gain else None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,6 +85,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decode-dir", type=Path, help="a decode directory: WER, LM weight, RTF from its decode.json")
     parser.add_argument("--frame-accuracy", type=Path, help="JSON from asr-kd nnet eval")
     parser.add_argument("--summary", type=Path, help="a model's summary.json")
+    parser.add_argument("--speed-dir", type=Path,
+                        help="a decode directory whose decode.json gives the model's parameters and real-time "
+                             "factors (acoustic model, search, total), e.g. one decoded with --nj 1 on one thread")
     parser.add_argument("--field", nargs="*", default=[], metavar="KEY=VALUE", help="extra columns")
     parser.add_argument("--note", help="text under the table's heading (e.g. the paper's numbers)")
     parser.add_argument("--command", required=True, help="the exact command that produced the row")
@@ -94,7 +107,8 @@ def run(args) -> int:
     for kv in args.field:
         k, _, v = kv.partition("=")
         extra[k] = _value(v)
-    row = row_from_files(args.system, args.set_name, args.decode_dir, args.frame_accuracy, args.summary, **extra)
+    row = row_from_files(args.system, args.set_name, args.decode_dir, args.frame_accuracy, args.summary,
+                         args.speed_dir, **extra)
     row["command"] = args.command
     columns = ["system", "set", "wer", "frame_accuracy"]
     if args.set_name == "all":  # a row about the whole run (e.g. a stage's wall time) has no scores

@@ -4,6 +4,7 @@
 #   7 align dev/test (senone labels for frame accuracy)      8 decode + score the GMMs
 #   9 DNN teachers (K seeds; seed 1 is the baseline)          10 baseline + ensemble: frame accuracy, WER
 #   11 distilled students, one per temperature                12 the 3%-of-data experiment
+#   13 what distillation buys: size and one-thread decoding speed of the ensemble vs the students
 # Every stage writes its rows into RESULTS.md / results.json through `asr-kd report`.
 # Options and their defaults: local/defaults.sh.
 G=data/lm/G_${lm_order}gram.fst
@@ -108,12 +109,15 @@ if stage_on 8; then
 fi
 
 dnn_train=train; [ -z "$speed_perturb" ] || dnn_train=train_sp   # what the DNNs train on
+dnn_threads=$(( $(nproc) / nj > 0 ? $(nproc) / nj : 1 ))   # torch threads of each of $nj DNN jobs
+dnn_args() {  # the asr-kd nnet train options every DNN of the recipe shares
+  echo --cuts $senones/${corpus}_cuts_$dnn_train.jsonl.gz --dev-cuts $senones/${corpus}_cuts_dev.jsonl.gz \
+    --gmm-dir $gmm --preset $preset --epochs $epochs --frames-cache data/frames/$dnn_train.pt --no-progress $nnet_opts
+}
 train_dnn() {  # train_dnn "EXP_DIR..." [asr-kd nnet train options]  (one exp dir per --temperature)
   local dir=$1; shift
-  # shellcheck disable=SC2086
-  asr-kd nnet train --cuts $senones/${corpus}_cuts_$dnn_train.jsonl.gz --dev-cuts $senones/${corpus}_cuts_dev.jsonl.gz \
-    --gmm-dir $gmm --exp-dir $dir --preset $preset --epochs $epochs --frames-cache data/frames/$dnn_train.pt \
-    --no-progress $nnet_opts "$@"
+  # shellcheck disable=SC2046,SC2086
+  asr-kd nnet train $(dnn_args) --exp-dir $dir "$@"
 }
 
 eval_dnn() {  # eval_dnn OUT_JSON SET [asr-kd nnet eval options] -- MODELS
@@ -130,11 +134,13 @@ if stage_on 9; then
   need "6 (triphones, senone labels)" $gmm/priors.json $senones/${corpus}_cuts_train.jsonl.gz
   need "7 (alignment of dev, test)" $senones/${corpus}_cuts_dev.jsonl.gz $senones/${corpus}_cuts_$dnn_train.jsonl.gz
   need "2 (features)" $(fbank_of $dnn_train dev)
-  log "Stage 9: $num_teachers DNN teachers ($preset preset), seeds 1..$num_teachers"
+  log "Stage 9: $num_teachers DNN teachers ($preset preset), seeds 1..$num_teachers, $nj at a time"
   mkdir -p data/frames
-  for seed in $(seq 1 $num_teachers); do
-    train_dnn exp/dnn_seed$seed --seed $seed
-  done
+  # One job per seed, $nj side by side with a share of the cores each (logs: exp/log/dnn_seed*.log):
+  # on a CPU two one-thread trainings of a small net go ~1.5x faster than one on two threads.
+  # shellcheck disable=SC2046
+  ${cmd:-../../local/cmd/run.sh} --max-jobs-run $nj --num-threads $dnn_threads JOB=1:$num_teachers \
+    exp/log/dnn_seedJOB.log asr-kd --threads $dnn_threads nnet train $(dnn_args) --exp-dir exp/dnn_seedJOB --seed JOB
 fi
 
 if stage_on 10; then
@@ -190,4 +196,22 @@ if stage_on 12; then
   eval_dnn exp/dnn_seed1/eval_train.json $dnn_train --models exp/dnn_seed1/final.pt
   report_row "$table5" dnn-baseline train --frame-accuracy exp/dnn_seed1/eval_train.json
   report_row "$table5" dnn-baseline test --frame-accuracy exp/dnn_seed1/eval_test.json
+fi
+
+if stage_on 13; then
+  need "10 (baseline, ensemble decoded on dev)" exp/dnn_seed1/decode_dev/decode.json exp/dnn_ensemble/decode_dev/decode.json
+  log "Stage 13: what distillation buys: parameters and one-thread decoding speed on dev, ensemble vs students"
+  table13="What distillation buys: size, speed and WER"
+  note13="The paper's reason to distil is the cost of running an ensemble. parameters: the acoustic model's weights (every member of the ensemble); acoustic_rtf / search_rtf / total_rtf: seconds per second of audio to decode dev in one job on one thread (acoustic model, HCLG search, all), at dev's best LM weight; wer: test, from Table 1."
+  systems="dnn-baseline:exp/dnn_seed1:exp/dnn_seed1/final.pt dnn-ensemble-$num_teachers:exp/dnn_ensemble:${teachers// /,}"
+  for T in $temperatures; do systems="$systems dnn-distilled-T$T:exp/dnn_distilled_T$T:exp/dnn_distilled_T$T/final.pt"; done
+  for entry in $systems; do
+    IFS=: read -r system dir models <<< "$entry"
+    [ -f "$dir/decode_test/decode.json" ] || { log "$system: not decoded yet (stages 10-11); skipped"; continue; }
+    # shellcheck disable=SC2086
+    asr-kd --threads 1 decode --model ${models//,/ } --lang-dir data/lang --lm $G \
+      --cuts data/fbank/${corpus}_cuts_dev.jsonl.gz --out-dir $dir/decode_dev_1thread --tuned-on $dir/decode_dev \
+      --nj 1 $decode_opts
+    report_row "$table13" $system test --decode-dir $dir/decode_test --speed-dir $dir/decode_dev_1thread --note "$note13"
+  done
 fi

@@ -128,11 +128,12 @@ def test_results_rows_keep_their_table_order(tmp_path):
 def test_report_recovered_gain(tmp_path):
     from asr_kd.report import add_gain_recovered
 
-    rows = [{"system": "dnn-baseline", "set": "test", "frame_accuracy": 50.0},
-            {"system": "dnn-ensemble-4", "set": "test", "frame_accuracy": 54.0},
-            {"system": "dnn-distilled-T2", "set": "test", "frame_accuracy": 53.0}]
+    rows = [{"system": "dnn-baseline", "set": "test", "frame_accuracy": 50.0, "wer": 20.0},
+            {"system": "dnn-ensemble-4", "set": "test", "frame_accuracy": 54.0, "wer": 18.0},
+            {"system": "dnn-distilled-T2", "set": "test", "frame_accuracy": 53.0, "wer": 20.5}]
     add_gain_recovered(rows)
     assert rows[2]["gain_recovered_pct"] == 75.0
+    assert rows[2]["wer_gain_recovered_pct"] == -25.0  # a student worse than the baseline recovers less than none
 
 
 def test_outputs_fresh_follows_make_rule(tmp_path):
@@ -150,7 +151,7 @@ def test_outputs_fresh_follows_make_rule(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--stage", "99"], "--stage 99: no such stage (this recipe's stages are 0..12)"),
+    (["--stage", "99"], "--stage 99: no such stage (this recipe's stages are 0..13)"),
     (["--stop-stage", "-1"], "--stop-stage must be a stage number, not '-1'"),
     (["--stage", "5", "--stop-stage", "3"], "--stage 5 is after --stop-stage 3: no stage to run"),
     (["--stage", "abc"], "--stage must be a stage number, not 'abc'"),

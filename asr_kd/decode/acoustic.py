@@ -101,6 +101,12 @@ class GmmScorer:
     def num_pdfs(self) -> int:
         return self.ctx.num_pdfs
 
+    @property
+    def parameters(self) -> int:
+        """Means, variances and weights of every Gaussian."""
+        gmm = self.model.gmm
+        return gmm.total_gauss() * (2 * gmm.dim + 1)
+
     def fit_cmvn(self, items: Sequence[Item]) -> None:
         self.cmvn = mfcc_cmvn(items, self.opts)
 
@@ -146,6 +152,11 @@ class DnnScorer:
     @property
     def num_pdfs(self) -> int:
         return self.ctx.num_pdfs
+
+    @property
+    def parameters(self) -> int:
+        """Weights of the acoustic model (every member of an ensemble): what it costs to deploy."""
+        return sum(p.numel() for p in self.model.parameters())
 
     @staticmethod
     def _speaker_cmvn(items: Sequence[Item]):

@@ -379,6 +379,9 @@ def decode_cuts_step(models: Sequence[Pathlike], lang_dir: Path, lm: Path, cuts:
         "wall_s": round(wall, 2),
         "real_time_factor": round(wall / max(audio_s, 1e-9), 4),
         "nj": nj,
+        "threads": torch.get_num_threads(),  # of each job (--nj > 1: one each)
+        "parameters": scorer.parameters,
+        "acoustic_real_time_factor": round(timing["acoustic_s"] / max(audio_s, 1e-9), 4),
         "search_real_time_factor": round(timing["search_s"] / max(audio_s, 1e-9), 4),
         **timing,
         "opts": vars(opts),

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 cmdline=./run.sh; [ $# -eq 0 ] || cmdline+=$(printf " %q" "$@")   # the exact command, for RESULTS.md
 . ../../local/defaults.sh
-max_stage=12   # the last stage (local/asr_stages.sh)
+max_stage=13   # the last stage (local/asr_stages.sh)
 
 corpus_dir=          # default: $CORPORA/fsdd, else downloaded into $download_dir
 test_speaker=theo

@@ -25,7 +25,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 cmdline=./run.sh; [ $# -eq 0 ] || cmdline+=$(printf " %q" "$@")   # the exact command, for RESULTS.md
 . ../../local/defaults.sh
-max_stage=12   # the last stage (local/asr_stages.sh)
+max_stage=13   # the last stage (local/asr_stages.sh)
 
 corpus_dir=download/LibriSpeech   # the LibriSpeech/ directory holding the parts; downloaded (the parts below) if absent
 train_part=train-clean-5  # one part or several ("train-clean-100 train-clean-360"), concatenated

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 cmdline=./run.sh; [ $# -eq 0 ] || cmdline+=$(printf " %q" "$@")   # the exact command, for RESULTS.md
 . ../../local/defaults.sh
-max_stage=12   # the last stage (local/asr_stages.sh)
+max_stage=13   # the last stage (local/asr_stages.sh)
 
 corpus_dir=          # default: $CORPORA/speechocean762, else downloaded into $download_dir
 prepare_opts="--dev-fraction 0.1"   # 12 of the 125 training speakers as dev (6 made a noisy guide)

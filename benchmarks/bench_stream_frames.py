@@ -40,7 +40,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from asr_kd.data.features import Cmvn, compute_cmvn_stats  # noqa: E402
-from asr_kd.nnet.cli import load_frames  # noqa: E402
+from asr_kd.nnet.steps import load_frames  # noqa: E402
 from asr_kd.nnet.data import LABEL_FIELD, FrameSet, frame_batches  # noqa: E402
 from asr_kd.nnet.model import Dnn, DnnConfig  # noqa: E402
 from asr_kd.nnet.stream import FrameShards, StreamFrameSet, open_frame_shards  # noqa: E402

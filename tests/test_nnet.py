@@ -253,7 +253,7 @@ def test_frames_cache_is_used_only_for_its_own_manifest(tmp_path):
 
 
 def test_a_model_older_than_its_labels_is_refused_not_kept(tmp_path):
-    from asr_kd.nnet.cli import check_not_stale
+    from asr_kd.nnet.steps import check_not_stale
 
     exp, labels = tmp_path / "dnn", tmp_path / "labels.jsonl.gz"
     exp.mkdir()

@@ -1,0 +1,201 @@
+"""The steps of ``asr-kd nnet`` as functions: the command parses its options and calls one of
+them, and a Python user calls them with the same effect.
+
+- :func:`train_step`: one DNN on hard senone labels (a teacher, the baseline), or students
+  distilled from teachers (one per temperature, sharing the teachers' pass), into model
+  directories (``final.pt``, ``summary.json``, epoch checkpoints: :mod:`asr_kd.nnet.train`).
+- :func:`eval_step`: frame accuracy of a model or an ensemble on labelled cuts (a JSON file).
+- :func:`load_frames`: a labelled cut set's frames in memory, through a cache file.
+
+The dev set for early stopping and learning-rate halving is ``dev_cuts``, or else a fixed set of
+training speakers (``dev_fraction``, ``dev_seed``); ``subset_fraction`` trains on a random part of
+the remaining utterances (the paper's 3% experiment). ``stream`` reads the training frames from
+shards on disk (:mod:`asr_kd.nnet.stream`) instead of holding them in memory.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from lhotse import load_manifest_lazy
+
+from asr_kd.data.features import Cmvn, compute_cmvn_stats
+from asr_kd.nnet.data import FrameSet, split_by_speaker, subset_utterances
+from asr_kd.nnet.model import DnnConfig, Ensemble, load_model
+from asr_kd.nnet.stream import StreamFrameSet, open_frame_shards
+from asr_kd.nnet.train import TrainConfig, frame_accuracy_of, train_together
+from asr_kd.utils import Pathlike, UserError, error_text, load_cuts, outputs_fresh, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StreamOpts:
+    """Training frames streamed from frame shards in ``dir`` (written there from the cuts first)."""
+
+    dir: Path
+    buffer_frames: int = 262_144  # the shuffle buffer: the memory bound (x 176 bytes at 40 fbank)
+    shard_frames: int = 1_000_000  # frames per shard written
+    shards_per_window: int = 0  # shards whose utterances are shuffled together (0: all)
+    loader_workers: int = 0  # DataLoader processes reading ahead (0: in the training process)
+
+
+def speaker_cmvn(cuts) -> Cmvn:
+    """Per-speaker mean and variance normalization fitted on ``cuts`` (as every DNN of a recipe)."""
+    return Cmvn(compute_cmvn_stats(cuts), mode="speaker")
+
+
+def load_frames(cuts_path: Path, cache: Optional[Path] = None) -> FrameSet:
+    """A FrameSet for a cuts manifest, per-speaker CMVN, from the cache when it is fresh."""
+    cuts_path = Path(cuts_path)
+    if not cuts_path.is_file():
+        raise FileNotFoundError(f"{cuts_path} not found: run the alignment (senone labels) stage first")
+    source = str(cuts_path.resolve())
+    if cache is not None and outputs_fresh([cache], [cuts_path]):
+        frames = FrameSet.load(cache, source)
+        if frames is not None:
+            return frames
+        log.info(f"{cache} was made from another manifest than {cuts_path}: rebuilding it")
+    cuts = load_cuts(cuts_path)
+    try:
+        frames, report = FrameSet.from_cuts(cuts, speaker_cmvn(cuts))
+    except FileNotFoundError as e:
+        raise UserError(f"{error_text(e)} (read through {cuts_path}): redo the stage that wrote it (features: asr-kd "
+                        "fbank; senone labels: asr-kd gmm labels)") from e
+    log.info(f"{cuts_path}: {report['cuts']} cuts, {report['frames']} frames; skipped "
+             f"{len(report['no_labels'])} without labels, {len(report['length_mismatch'])} with a length mismatch")
+    if cache is not None:
+        frames.save(cache, source)
+    return frames
+
+
+def check_not_stale(exp_dirs: Sequence[Pathlike], inputs: Sequence[Pathlike]) -> None:
+    """A model directory (final model or checkpoints) older than the labels, priors or teachers it
+    was trained from would be kept (or resumed) as if it were current: refuse, naming both. Not
+    deleted here: a long training is for the user to remove."""
+    for d in map(Path, exp_dirs):
+        made = [p for p in (d / "final.pt", *d.glob("epoch-*.pt")) if p.is_file()]
+        if not made:
+            continue
+        oldest = min(made, key=lambda p: p.stat().st_mtime)
+        newer = [p for p in map(Path, inputs) if p.is_file() and p.stat().st_mtime > oldest.stat().st_mtime]
+        if newer:
+            raise UserError(f"{d} was trained from older inputs ({newer[0]} is newer than {oldest}): remove {d} "
+                            "to train again on the new ones")
+
+
+def training_splits(frames, dev_fraction: float, dev_seed: int, subset_fraction: float, subset_seed: int):
+    """(training utterances, dev utterances) by index: whole speakers held out for dev, then a
+    ``subset_fraction`` of the rest kept."""
+    train_utts, dev_utts = split_by_speaker(frames, dev_fraction, dev_seed)
+    if subset_fraction < 1.0:
+        keep = subset_utterances(len(train_utts), subset_fraction, subset_seed)
+        train_utts = [train_utts[i] for i in keep]
+    return train_utts, dev_utts
+
+
+def train_step(
+    cuts: Path,
+    gmm_dir: Path,
+    exp_dirs: Sequence[Path],
+    train_cfg: TrainConfig,
+    *,
+    preset: str = "cpu",
+    shape: Optional[Dict[str, Optional[float]]] = None,
+    temperatures: Sequence[float] = (1.0,),
+    teachers: Sequence[Path] = (),
+    dev_cuts: Optional[Path] = None,
+    dev_fraction: float = 0.05,
+    dev_seed: int = 0,
+    subset_fraction: float = 1.0,
+    subset_seed: int = 0,
+    frames_cache: Optional[Path] = None,
+    stream: Optional[StreamOpts] = None,
+    device: str = "cpu",
+) -> List[dict]:
+    """Train one model per temperature (one without teachers) into ``exp_dirs``, resuming any
+    checkpoint there; returns their summaries. ``shape`` overrides the preset's sizes
+    (``hidden_layers``, ``hidden_dim``, ``left_context``, ``right_context``, ``dropout``)."""
+    exp_dirs = [Path(d) for d in exp_dirs]
+    if len(exp_dirs) != len(temperatures):
+        raise ValueError(f"{len(exp_dirs)} exp dirs for {len(temperatures)} temperatures: "
+                         "give one exp dir per temperature")
+    priors_path = Path(gmm_dir) / "priors.json"
+    if not priors_path.is_file():
+        raise FileNotFoundError(f"{priors_path} not found: train the GMM system first")
+    priors = read_json(priors_path)
+    if stream is not None:
+        frames = open_frame_shards(cuts, stream.dir, speaker_cmvn, stream.shard_frames, progress=train_cfg.progress)
+    else:
+        frames = load_frames(cuts, frames_cache)
+    if dev_cuts:
+        cache = frames_cache.with_name(frames_cache.stem + "_dev.pt") if frames_cache else None
+        dev_set = load_frames(dev_cuts, cache)
+        train_utts, _ = training_splits(frames, 0.0, 0, subset_fraction, subset_seed)
+    else:
+        train_utts, dev_utts = training_splits(frames, dev_fraction, dev_seed, subset_fraction, subset_seed)
+        if not dev_utts:
+            raise UserError("the dev split is empty: raise --dev-fraction (needs at least two speakers)")
+        dev_set = frames.subset(dev_utts) if isinstance(frames, FrameSet) else frames.frameset(dev_utts)
+    if stream is None:
+        train_set = frames.subset(train_utts)
+        max_label = int(frames.labels.max())
+    else:
+        train_set = StreamFrameSet(frames, train_utts, stream.buffer_frames, stream.shards_per_window,
+                                   stream.loader_workers)
+        max_label = frames.max_label
+    model_cfg = DnnConfig.from_preset(preset, num_senones=priors["num_pdfs"], feat_dim=frames.feat_dim,
+                                      **(shape or {}))
+    if max_label >= model_cfg.num_senones:
+        raise ValueError(f"labels go up to {max_label} but {gmm_dir} has {model_cfg.num_senones} senones")
+    cfgs = [TrainConfig(**{**vars(train_cfg), "temperature": t}) for t in temperatures]
+    ensemble = Ensemble([load_model(p, device) for p in teachers]) if teachers else None
+    first = next(iter(load_manifest_lazy(cuts)))
+    meta = {"gmm_dir": str(gmm_dir), "log_priors": priors["log_priors"], "cmvn": "speaker",
+            "sampling_rate": first.sampling_rate, "feature": "fbank-40", "train_cuts": str(cuts),
+            "teachers": [str(p) for p in teachers], "seed": train_cfg.seed}
+    check_not_stale(exp_dirs, [cuts, priors_path, *([dev_cuts] if dev_cuts else []), *teachers])
+    t0 = time.time()
+    summaries = train_together(exp_dirs, model_cfg, cfgs, train_set, dev_set, ensemble, meta)
+    for exp_dir, summary in zip(exp_dirs, summaries):
+        log.info(f"{exp_dir}: best dev frame accuracy {summary['best_dev_frame_accuracy']:.2f}% "
+                 f"(epoch {summary['best_epoch']}) in {time.time() - t0:.0f} s")
+    return summaries
+
+
+def eval_step(
+    models: Sequence[Path],
+    cuts: Path,
+    out: Path,
+    *,
+    frames_cache: Optional[Path] = None,
+    subset_fraction: float = 1.0,
+    subset_seed: int = 0,
+    dev_fraction: float = 0.0,
+    dev_seed: int = 0,
+    dtype: str = "auto",
+    device: str = "cpu",
+    force: bool = False,
+) -> Optional[dict]:
+    """Frame accuracy of a model (or of several as an ensemble: the mean of their distributions)
+    on ``cuts``, written to ``out`` (kept unless ``force``; then None is returned). ``dev_fraction``
+    and ``subset_fraction`` select the utterances a model with those settings trained on."""
+    out = Path(out)
+    if out.exists() and not force:
+        log.info(f"{out} exists; skipping (use --force to redo)")
+        return None
+    frames = load_frames(cuts, frames_cache)
+    if dev_fraction or subset_fraction < 1.0:
+        utts, _ = training_splits(frames, dev_fraction, dev_seed, subset_fraction, subset_seed)
+        frames = frames.subset(utts)
+    loaded = [load_model(p, device) for p in models]
+    model = loaded[0] if len(loaded) == 1 else Ensemble(loaded)
+    acc = frame_accuracy_of(model, frames, device, dtype)
+    result = {"models": [str(p) for p in models], "cuts": str(cuts), "frame_accuracy": acc, "frames": len(frames),
+              "utterances": len(frames.cut_ids)}
+    write_json(out, result)
+    log.info(f"frame accuracy {acc:.2f}% over {len(frames)} frames -> {out}")
+    return result

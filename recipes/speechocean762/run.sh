@@ -15,14 +15,14 @@ speed_perturb="0.9 1.0 1.1"        # the DNNs train on 3 speeds of train (Kaldi'
 # acoustic models (stages 4-13). CPU sizes: the small preset with dropout 0.2 and Adam at 5e-4
 # (halved when dev accuracy stalls), chosen on dev by ../../local/tune_dnn.sh (RESULTS.md: "DNN
 # training choices (dev)"). Trained for a budget that keeps the whole recipe within ~2.5 h on a
-# 2-core CPU: 8 epochs of 1.4M frames, each a fresh random half of the 3-speed training set
-# (~4 passes in all; the tune run's 12 full passes cost 3x as much), teachers 2 at a time.
+# 2-core CPU: 12 epochs of 1.4M frames, each a fresh random half of the 3-speed training set
+# (~6 passes in all; the tune run's 12 full passes cost 2x as much), teachers 2 at a time.
 # On a GPU use e.g. --preset paper --num-teachers 10 --nnet-opts "--optimizer adam --lr 0.0005".
 mono_gauss=1000
 tri_leaves=1000      # picked on dev by ../../local/tune_tri.sh (RESULTS.md: "Triphone system size")
 tri_gauss=6000
 preset=small
-epochs=8
+epochs=12
 num_teachers=4
 temperatures="2"     # the paper's sweep: --temperatures "1 2 5 10" (one student each, sharing the teachers' pass)
 subset_epochs=12

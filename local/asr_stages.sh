@@ -110,9 +110,12 @@ fi
 
 dnn_train=train; [ -z "$speed_perturb" ] || dnn_train=train_sp   # what the DNNs train on
 dnn_threads=$(( $(nproc) / nj > 0 ? $(nproc) / nj : 1 ))   # torch threads of each of $nj DNN jobs
+frames_of() {  # frames_of SET: where the DNN commands keep a set's frames (a cache file, or shards)
+  if [ "$stream_frames" = true ]; then echo --stream-frames data/shards/$1; else echo --frames-cache data/frames/$1.pt; fi
+}
 dnn_args() {  # the asr-kd nnet train options every DNN of the recipe shares
   echo --cuts $senones/${corpus}_cuts_$dnn_train.jsonl.gz --dev-cuts $senones/${corpus}_cuts_dev.jsonl.gz \
-    --gmm-dir $gmm --preset $preset --epochs $epochs --frames-cache data/frames/$dnn_train.pt --no-progress $nnet_opts
+    --gmm-dir $gmm --preset $preset --epochs $epochs $(frames_of $dnn_train) --no-progress $nnet_opts
 }
 train_dnn() {  # train_dnn "EXP_DIR..." [asr-kd nnet train options]  (one exp dir per --temperature)
   local dir=$1; shift
@@ -122,7 +125,8 @@ train_dnn() {  # train_dnn "EXP_DIR..." [asr-kd nnet train options]  (one exp di
 
 eval_dnn() {  # eval_dnn OUT_JSON SET [asr-kd nnet eval options] -- MODELS
   local out=$1 set=$2; shift 2
-  asr-kd nnet eval --cuts $senones/${corpus}_cuts_$set.jsonl.gz --frames-cache data/frames/$set.pt --out $out "$@"
+  # shellcheck disable=SC2046
+  asr-kd nnet eval --cuts $senones/${corpus}_cuts_$set.jsonl.gz $(frames_of $set) --out $out "$@"
 }
 
 teachers=""
@@ -135,7 +139,6 @@ if stage_on 9; then
   need "7 (alignment of dev, test)" $senones/${corpus}_cuts_dev.jsonl.gz $senones/${corpus}_cuts_$dnn_train.jsonl.gz
   need "2 (features)" $(fbank_of $dnn_train dev)
   log "Stage 9: $num_teachers DNN teachers ($preset preset), seeds 1..$num_teachers, $nj at a time"
-  mkdir -p data/frames
   # One job per seed, $nj side by side with a share of the cores each (logs: exp/log/dnn_seed*.log):
   # on a CPU two one-thread trainings of a small net go ~1.5x faster than one on two threads.
   # shellcheck disable=SC2046

@@ -28,4 +28,6 @@ subset_fraction=0.03   # the paper's 3% experiment
 subset_temperature=2
 subset_epochs=20       # the subset is small: more passes, so the hard-target model can overfit (early stopping)
 nnet_opts=""           # extra asr-kd nnet train options (--device cuda, --max-frames-per-epoch N, ...)
+stream_frames=false    # true: the DNNs stream their training frames from shards in data/shards/ (memory bounded
+                       # by --buffer-frames, not by the corpus) instead of holding them all in each process
 distill_opts=""        # extra options for the distilled students only (stages 11, 12), e.g. --grad-clip 5

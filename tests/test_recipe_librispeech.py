@@ -4,7 +4,7 @@ No LibriSpeech is in ../shared/corpora, so a fixture builds one from speechocean
 English): ``LibriSpeech/{train-clean-5,dev-clean-2}/<spk>/<chapter>/<spk>-<chapter>-<utt>.flac``
 with ``<spk>-<chapter>.trans.txt``, the layout lhotse's ``prepare_librispeech`` reads, and
 speechocean762's lexicon stands in for ``librispeech-lexicon.txt``. ``recipes/librispeech/run.sh``
-then runs every stage (0-12) with tiny sizes in a scratch copy of the recipe, which exercises its
+then runs every stage (0-13) with tiny sizes in a scratch copy of the recipe, which exercises its
 wiring: the parts mapped to train/dev/test, dev carved from train, ``--lexicon``, and the shared
 stages of local/. Takes a few minutes. The corpus and the run are session fixtures of conftest.py
 (tests/test_recipe_transfer.py decodes other data with the trained system).
@@ -19,6 +19,7 @@ import pytest
 from lhotse import load_manifest
 
 from asr_kd.data.corpora import prepare_corpus
+from asr_kd.nnet.steps import StreamOpts, eval_step
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,7 +54,7 @@ def recipe(tiny_trained_recipe):
 
 def test_every_stage_ran(recipe):
     d, proc = recipe
-    for stage in range(0, 13):
+    for stage in range(0, 14):
         assert f"Stage {stage}:" in proc.stdout + proc.stderr, f"stage {stage} did not run"
     prepared = json.loads((d / "data" / "manifests" / "librispeech_prepare.json").read_text())
     assert {s: r["utterances"] for s, r in prepared.items()} == {"train": 36, "dev": 4, "test": 10}
@@ -87,6 +88,21 @@ def test_senones_decodes_and_tables(recipe, monkeypatch):
                 ("dnn-distilled-T2", "test"), ("dnn-3pct-hard", "train"), ("dnn-3pct-soft", "test")]:
         assert key in systems, key
     assert all(r["command"].startswith("cd recipes/librispeech && ./run.sh --corpus-dir") for r in rows)
+
+
+def test_dnns_streamed_their_frames(recipe, monkeypatch, tmp_path):
+    """The recipe streams (stream_frames=true): the training frames went to shards, not to a cache in
+    memory, and a frame accuracy read from the shards a part at a time is the one read in memory."""
+    d, _ = recipe
+    monkeypatch.chdir(d)
+    assert (d / "data" / "shards" / "train" / "manifest.json").is_file() and not (d / "data" / "frames").exists()
+    streamed = json.loads((d / "exp" / "dnn_seed1" / "eval_train.json").read_text())  # stage 12, from the shards
+    model, cuts = d / "exp" / "dnn_seed1" / "final.pt", d / "data" / "senones" / "librispeech_cuts_train.jsonl.gz"
+    in_memory = eval_step([model], cuts, tmp_path / "memory.json")
+    parts = eval_step([model], cuts, tmp_path / "parts.json", stream=StreamOpts(d / "data" / "shards" / "train", 500))
+    assert in_memory["frames"] == streamed["frames"] == parts["frames"]
+    assert in_memory["frame_accuracy"] == pytest.approx(streamed["frame_accuracy"], abs=1e-9)
+    assert parts["frame_accuracy"] == pytest.approx(in_memory["frame_accuracy"], abs=1e-9)
 
 
 def test_a_missing_lexicon_is_one_line(tmp_path):

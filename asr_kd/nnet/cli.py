@@ -82,6 +82,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="final.pt files; several are scored as an ensemble (mean of their distributions)")
     p.add_argument("--cuts", type=Path, required=True, help="cuts with 'senone' labels")
     p.add_argument("--frames-cache", type=Path, help="cache of the loaded frames (speeds up later runs)")
+    p.add_argument("--stream-frames", type=Path, metavar="DIR",
+                   help="read the frames from frame shards in DIR (written there from --cuts first), "
+                        "--buffer-frames at a time, instead of holding them all in memory")
+    p.add_argument("--buffer-frames", type=int, default=StreamOpts.buffer_frames,
+                   help="--stream-frames: frames held in memory at a time")
     p.add_argument("--out", type=Path, required=True, help="JSON with the frame accuracy (kept unless --force)")
     p.add_argument("--force", action="store_true", help="recompute even if --out exists")
     p.add_argument("--subset-fraction", type=float, default=1.0,
@@ -96,7 +101,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     if args.nnet_step == "eval":
-        eval_step(args.models, args.cuts, args.out, frames_cache=args.frames_cache,
+        stream = StreamOpts(args.stream_frames, args.buffer_frames) if args.stream_frames else None
+        eval_step(args.models, args.cuts, args.out, frames_cache=args.frames_cache, stream=stream,
                   subset_fraction=args.subset_fraction, subset_seed=args.subset_seed, dev_fraction=args.dev_fraction,
                   dev_seed=args.dev_seed, dtype=args.dtype, device=args.device, force=args.force)
         return 0

@@ -97,6 +97,19 @@ def training_splits(frames, dev_fraction: float, dev_seed: int, subset_fraction:
     return train_utts, dev_utts
 
 
+def consecutive_parts(utts: Sequence[int], lengths, max_frames: int) -> List[List[int]]:
+    """``utts`` in order, cut into parts of about ``max_frames`` frames (an utterance is never split)."""
+    parts: List[List[int]] = [[]]
+    size = 0
+    for u in utts:
+        if size >= max_frames:
+            parts.append([])
+            size = 0
+        parts[-1].append(u)
+        size += int(lengths[u])
+    return parts
+
+
 def train_step(
     cuts: Path,
     gmm_dir: Path,
@@ -172,6 +185,7 @@ def eval_step(
     out: Path,
     *,
     frames_cache: Optional[Path] = None,
+    stream: Optional[StreamOpts] = None,
     subset_fraction: float = 1.0,
     subset_seed: int = 0,
     dev_fraction: float = 0.0,
@@ -182,20 +196,36 @@ def eval_step(
 ) -> Optional[dict]:
     """Frame accuracy of a model (or of several as an ensemble: the mean of their distributions)
     on ``cuts``, written to ``out`` (kept unless ``force``; then None is returned). ``dev_fraction``
-    and ``subset_fraction`` select the utterances a model with those settings trained on."""
+    and ``subset_fraction`` select the utterances a model with those settings trained on.
+    ``stream``: the frames are read from shards (written from ``cuts`` first) a part at a time, so
+    that a training set too large for memory can be scored."""
     out = Path(out)
     if out.exists() and not force:
         log.info(f"{out} exists; skipping (use --force to redo)")
         return None
-    frames = load_frames(cuts, frames_cache)
-    if dev_fraction or subset_fraction < 1.0:
-        utts, _ = training_splits(frames, dev_fraction, dev_seed, subset_fraction, subset_seed)
-        frames = frames.subset(utts)
+    selected = bool(dev_fraction) or subset_fraction < 1.0
+    if stream is not None:
+        shards = open_frame_shards(cuts, stream.dir, speaker_cmvn, stream.shard_frames)
+        utts = training_splits(shards, dev_fraction, dev_seed, subset_fraction, subset_seed)[0] if selected \
+            else range(len(shards.cut_ids))
+        parts = consecutive_parts(utts, shards.lengths, stream.buffer_frames)
+        sets = (shards.frameset(part) for part in parts)  # a buffer's worth in memory at a time
+    else:
+        frames = load_frames(cuts, frames_cache)
+        utts = training_splits(frames, dev_fraction, dev_seed, subset_fraction, subset_seed)[0] if selected \
+            else range(len(frames.cut_ids))
+        sets = [frames.subset(utts) if selected else frames]
     loaded = [load_model(p, device) for p in models]
     model = loaded[0] if len(loaded) == 1 else Ensemble(loaded)
-    acc = frame_accuracy_of(model, frames, device, dtype)
-    result = {"models": [str(p) for p in models], "cuts": str(cuts), "frame_accuracy": acc, "frames": len(frames),
-              "utterances": len(frames.cut_ids)}
+    correct = scored = num_frames = 0
+    for part in sets:
+        labelled = int((part.labels >= 0).sum())
+        correct += frame_accuracy_of(model, part, device, dtype) * labelled / 100.0
+        scored += labelled
+        num_frames += len(part)
+    acc = 100.0 * correct / max(scored, 1)
+    result = {"models": [str(p) for p in models], "cuts": str(cuts), "frame_accuracy": acc, "frames": num_frames,
+              "utterances": len(utts)}
     write_json(out, result)
-    log.info(f"frame accuracy {acc:.2f}% over {len(frames)} frames -> {out}")
+    log.info(f"frame accuracy {acc:.2f}% over {num_frames} frames -> {out}")
     return result

@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from asr_kd.data.features import Cmvn
 from asr_kd.nnet.data import LABEL_FIELD, FrameSet
-from asr_kd.utils import Pathlike, UserError, atomic_path, read_json, write_json, write_text
+from asr_kd.utils import Pathlike, UserError, atomic_path, exclusive_lock, read_json, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -401,7 +401,16 @@ def _exact_batches(source, batch_size: int, total: int):
 def open_frame_shards(cuts_path: Path, shard_dir: Path, cmvn_of, shard_frames: int = 1_000_000,
                       dtype: str = "float32", progress: bool = True) -> FrameShards:
     """The shards of ``cuts_path`` in ``shard_dir``, written first when missing, older than the
-    manifest or made from another one. ``cmvn_of(cuts)`` gives the :class:`Cmvn` to apply."""
+    manifest or made from another one. ``cmvn_of(cuts)`` gives the :class:`Cmvn` to apply.
+    Processes that open the same directory at once (teachers trained side by side) take turns
+    (a lock beside it): the first writes the shards, the others then read them."""
+    shard_dir = Path(shard_dir)
+    with exclusive_lock(shard_dir.parent / f".{shard_dir.name}.lock"):
+        return _open_frame_shards(cuts_path, shard_dir, cmvn_of, shard_frames, dtype, progress)
+
+
+def _open_frame_shards(cuts_path: Path, shard_dir: Path, cmvn_of, shard_frames: int, dtype: str,
+                       progress: bool) -> FrameShards:
     source = str(Path(cuts_path).resolve())
     manifest = shard_dir / MANIFEST
     if manifest.is_file() and manifest.stat().st_mtime >= Path(cuts_path).stat().st_mtime:

@@ -44,6 +44,7 @@ num_teachers=4
 temperatures="2 5"
 subset_epochs=12
 nnet_opts="--max-frames-per-epoch 200000 --optimizer adam --lr 0.002"   # as speechocean762 (CPU)
+stream_frames=true   # frames from shards on disk: train-clean-100's 36M frames would take ~6.4 GB in each process
 decode_opts="--max-active 3000"
 
 . ../../local/parse_options.sh

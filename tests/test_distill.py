@@ -83,7 +83,7 @@ def test_distillation_loss_combines_soft_and_hard_terms():
     y = torch.tensor([0, 1, 2, -100, 4])
     soft = soft_cross_entropy(z, p, 2.0)
     hard = torch.nn.functional.cross_entropy(z, y, ignore_index=-100)
-    loss = DistillationLoss(temperature=2.0, hard_weight=0.5)(z, p, y)
+    loss = DistillationLoss(temperature=2.0, hard_weight=0.5)(z, hard_labels=y, soft_targets=p)
     assert loss.item() == pytest.approx(4 * soft.item() + 0.5 * hard.item(), rel=1e-6)
     assert distillation_loss(z, None, y, soft_weight=0, hard_weight=1).item() == pytest.approx(hard.item(), rel=1e-6)
     with pytest.raises(ValueError):
@@ -127,3 +127,22 @@ def test_geometric_mean_is_softmax_of_mean_logits():
     T = 5.0
     assert torch.allclose(ensemble_probs(logits, T, "geometric"), tempered_softmax(logits.mean(0), T), atol=1e-6)
     assert math.isclose(ensemble_probs(logits, T).sum().item(), 2.0, rel_tol=1e-6)
+
+
+def test_the_loss_object_tempers_and_combines_the_teachers_itself():
+    """Given teacher logits, DistillationLoss applies its own temperature (once) and ensemble mean:
+    the same as the tempered targets computed by hand; logit matching uses the mean teacher logits."""
+    torch.manual_seed(5)
+    z, v = torch.randn(5, 6), torch.randn(3, 5, 6)  # a student; an ensemble of 3 teachers
+    y = torch.tensor([0, 1, 2, 3, 4])
+    for method in ("arithmetic", "geometric"):
+        loss = DistillationLoss(temperature=3.0, hard_weight=0.5, ensemble_method=method)
+        by_hand = distillation_loss(z, ensemble_probs(v, 3.0, method), y, temperature=3.0, hard_weight=0.5)
+        assert loss(z, teacher_logits=v, hard_labels=y).item() == pytest.approx(by_hand.item(), rel=1e-6)
+    one = DistillationLoss(temperature=2.0)
+    assert one(z, teacher_logits=v[0], hard_labels=y).item() == pytest.approx(
+        one(z, hard_labels=y, soft_targets=tempered_softmax(v[0], 2.0)).item(), rel=1e-6)
+    lm = DistillationLoss(logit_matching=True, hard_weight=0.0)
+    assert lm(z, teacher_logits=v).item() == pytest.approx(logit_matching_loss(z, v.mean(0)).item(), rel=1e-6)
+    assert DistillationLoss()(z, hard_labels=y).item() == pytest.approx(
+        torch.nn.functional.cross_entropy(z, y).item(), rel=1e-6)

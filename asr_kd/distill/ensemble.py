@@ -11,8 +11,6 @@ from typing import Sequence, Union
 
 import torch
 
-from asr_kd.distill.losses import tempered_log_softmax
-
 Logits = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 METHODS = ("arithmetic", "geometric")
@@ -28,7 +26,7 @@ def _stack(logits: Logits) -> torch.Tensor:
 def ensemble_log_probs(logits: Logits, temperature: float = 1.0, method: str = "arithmetic") -> torch.Tensor:
     """log of the combined tempered distribution of K models; ``logits`` is [K, ..., N]."""
     z = _stack(logits)
-    log_p = tempered_log_softmax(z, temperature)  # [K, ..., N]
+    log_p = torch.log_softmax(z.float() / temperature, dim=-1)  # [K, ..., N]: each model tempered
     k = z.shape[0]
     if method == "arithmetic":
         return torch.logsumexp(log_p, dim=0) - math.log(k)

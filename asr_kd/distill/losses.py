@@ -15,6 +15,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from asr_kd.distill.ensemble import ensemble_probs
+
 
 def tempered_softmax(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """softmax(z / T) over the last dimension, computed in float32 at least."""
@@ -105,21 +107,32 @@ def distillation_loss(
 
 @dataclass
 class DistillationLoss:
-    """The loss as one declared object, so an experiment's config says everything about it."""
+    """The paper's loss as one object that owns its temperature: given the student's logits and the
+    teachers' logits (one teacher [B, N], or an ensemble [K, B, N] combined by ``ensemble_method``),
+    it tempers and combines the teachers itself, so no caller applies T twice or forgets it.
+
+    ``loss(z, teacher_logits=v, hard_labels=y)``; ``soft_targets=p`` instead of the teachers takes
+    a distribution already tempered at ``temperature`` (e.g. a cache of them); with neither, the
+    loss is plain cross-entropy on the hard labels.
+    """
 
     temperature: float = 1.0
     hard_weight: float = 0.5
     soft_weight: float = 1.0
     logit_matching: bool = False
+    ensemble_method: str = "arithmetic"
 
-    def __call__(self, student_logits, soft_targets=None, hard_labels=None, teacher_logits=None):
-        return distillation_loss(
-            student_logits,
-            soft_targets=soft_targets,
-            hard_labels=hard_labels,
-            temperature=self.temperature,
-            hard_weight=self.hard_weight,
-            soft_weight=self.soft_weight,
-            teacher_logits=teacher_logits,
-            logit_matching=self.logit_matching,
-        )
+    def __call__(self, student_logits, teacher_logits=None, hard_labels=None, soft_targets=None):
+        if teacher_logits is None and soft_targets is None:
+            return F.cross_entropy(student_logits.float(), hard_labels)
+        if self.logit_matching:
+            if teacher_logits is None:
+                raise ValueError("logit matching needs teacher logits")
+            mean = teacher_logits.mean(0) if teacher_logits.dim() == 3 else teacher_logits
+            return distillation_loss(student_logits, None, hard_labels, self.temperature, self.hard_weight,
+                                     self.soft_weight, teacher_logits=mean, logit_matching=True)
+        if soft_targets is None:
+            stacked = teacher_logits if teacher_logits.dim() == 3 else teacher_logits[None]
+            soft_targets = ensemble_probs(stacked, self.temperature, self.ensemble_method)
+        return distillation_loss(student_logits, soft_targets, hard_labels, self.temperature, self.hard_weight,
+                                 self.soft_weight)

@@ -2,13 +2,13 @@
 
 One loop serves the baseline, each teacher of the ensemble and every distilled student:
 
-- targets: the forced-alignment senones (hard), and/or the teachers' tempered distribution
-  ``ensemble_probs(teacher logits, T)`` computed on the fly for each batch (exact, nothing
-  cached), mixed by :func:`asr_kd.distill.distillation_loss` (``T^2``-scaled soft term plus
+- targets: the forced-alignment senones (hard), and/or the teachers' tempered distribution from
+  the teachers' logits computed on the fly for each batch (exact, nothing cached), tempered and
+  combined by :class:`asr_kd.distill.DistillationLoss` (``T^2``-scaled soft term plus
   ``hard_weight`` times the hard term), or logit matching;
 - SGD with momentum (or Adam), "newbob" learning-rate halving when dev frame accuracy stops
   improving, early stopping after ``patience`` epochs without improvement;
-- bf16 autocast on CPU (about 7x faster than torch 1.13's fp32 here) or CUDA, fp32 master weights;
+- bf16 autocast where the hardware has fast bf16 (AVX-512 BF16, AMX, CUDA), fp32 master weights;
 - a checkpoint every epoch (model, optimizer, schedule, history): a crashed or interrupted run
   resumes where it stopped; the best epoch on dev is exported as ``final.pt``;
 - several processes with torch DistributedDataParallel when started by ``torchrun`` (gloo on CPU,
@@ -30,11 +30,10 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from asr_kd.config import option
-from asr_kd.distill import distillation_loss, ensemble_probs
+from asr_kd.distill import DistillationLoss, ensemble_probs
 from asr_kd.nnet.data import FrameSet, frame_batches
 from asr_kd.nnet.stream import StreamFrameSet
 from asr_kd.nnet.model import Dnn, DnnConfig, Ensemble, save_model
@@ -164,6 +163,8 @@ class _Run:
 
     def __init__(self, exp_dir: Path, model_cfg: DnnConfig, cfg: TrainConfig, rank: int, world: int):
         self.exp_dir, self.cfg, self.rank, self.world = exp_dir, cfg, rank, world
+        self.loss = DistillationLoss(cfg.temperature, cfg.hard_weight, cfg.soft_weight, cfg.logit_matching,
+                                     cfg.ensemble_method)
         if rank == 0:
             exp_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed)
@@ -204,14 +205,7 @@ class _Run:
         with autocast(cfg.device, cfg.dtype):
             logits = self.net(x)
         logits = logits.float()
-        if t_logits is None:
-            loss = F.cross_entropy(logits, y)
-        elif cfg.logit_matching:
-            loss = distillation_loss(logits, None, y, cfg.temperature, cfg.hard_weight, cfg.soft_weight,
-                                     teacher_logits=t_logits.mean(0), logit_matching=True)
-        else:
-            soft = ensemble_probs(t_logits, cfg.temperature, cfg.ensemble_method)
-            loss = distillation_loss(logits, soft, y, cfg.temperature, cfg.hard_weight, cfg.soft_weight)
+        loss = self.loss(logits, teacher_logits=t_logits, hard_labels=y)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{self.exp_dir}: loss is {loss.item()} at epoch {epoch}, batch {b}; lower the "
                                      f"learning rate (last checkpoint: {_latest_checkpoint(self.exp_dir)})")

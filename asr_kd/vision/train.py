@@ -16,7 +16,8 @@ Used by the image recipes (MNIST, CIFAR-100 specialists). The losses come from
   * hard labels only (``y``): cross-entropy;
   * ``soft_targets`` (``[N, C]`` probabilities at ``config.temperature``, one row per training
     example) or ``teacher`` (a callable ``x_batch -> logits``, run on the same augmented batch):
-    :func:`asr_kd.distill.distillation_loss`, with the hard term added when ``y`` is given;
+    :class:`asr_kd.distill.DistillationLoss` (which tempers the teacher's logits itself), with the
+    hard term added when ``y`` is given;
   * ``augment``: a callable ``x_batch -> x_batch`` applied on the device to each training batch
     (random ops draw from torch's global RNG, seeded by ``config.seed``);
   * ``eval_fn``: ``(model, epoch) -> dict`` of metrics, called every ``config.eval_every`` epochs
@@ -49,7 +50,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from asr_kd.distill import distillation_loss, tempered_softmax
+from asr_kd.distill import DistillationLoss
 from asr_kd.utils import atomic_path, autocast, resolve_dtype, seed_everything, training_lock
 
 log = logging.getLogger(__name__)
@@ -240,6 +241,7 @@ def _train_classifier(model, x, y, config, soft_targets, teacher, augment, eval_
         if t is not None and t.shape[0] != n:
             raise ValueError(f"{name} has {t.shape[0]} rows but x has {n}")
     distill = soft_targets is not None or teacher is not None
+    loss_fn = DistillationLoss(cfg.temperature, cfg.hard_weight, cfg.soft_weight)
 
     seed_everything(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -309,21 +311,13 @@ def _train_classifier(model, x, y, config, soft_targets, teacher, augment, eval_
                 xb = augment(xb)
             with autocast(device, precision):
                 logits = model(xb)
-                p = None
+                t_logits = None
                 if teacher is not None:
                     with torch.no_grad():
-                        p = tempered_softmax(teacher(xb).float(), cfg.temperature)
-            if soft_targets is not None:
-                p = soft_targets[idx].to(device, non_blocking=True)
+                        t_logits = teacher(xb).float()
+            p = soft_targets[idx].to(device, non_blocking=True) if soft_targets is not None else None
             if distill:
-                loss = distillation_loss(
-                    logits.float(),
-                    soft_targets=p,
-                    hard_labels=yb,
-                    temperature=cfg.temperature,
-                    hard_weight=cfg.hard_weight,
-                    soft_weight=cfg.soft_weight,
-                )
+                loss = loss_fn(logits.float(), teacher_logits=t_logits, hard_labels=yb, soft_targets=p)
             else:
                 loss = F.cross_entropy(logits.float(), yb)
             optimizer.zero_grad(set_to_none=True)

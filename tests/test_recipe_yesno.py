@@ -6,6 +6,7 @@ what the stages left behind: senone labels on every training frame, Kaldi-style 
 decodable DNN, and result rows written by code. Takes a few minutes.
 """
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -134,3 +135,28 @@ def test_decode_is_redone_when_its_model_is_newer_or_it_was_cut_short(recipe):
     summary.unlink()  # what a decode killed after its hyps leaves behind: no completion mark
     out = run()
     assert out.returncode == 0 and "skipping" not in out.stderr and summary.is_file()
+
+
+def test_priors_from_the_models_posterior_decode(recipe):
+    """asr-kd nnet priors: the model's mean posterior over train as senone priors (a distribution over
+    every senone); asr-kd decode --priors divides by them instead of the model's own, and says so."""
+    d, proc, env, _ = recipe
+    run = lambda *a: subprocess.run([sys.executable, "-m", "asr_kd.cli", *a], cwd=d, env=env, capture_output=True,  # noqa: E731
+                                    text=True, timeout=300)
+    out = run("nnet", "priors", "--models", "exp/dnn_seed1/final.pt", "--cuts", "data/senones/yesno_cuts_train.jsonl.gz",
+              "--out", "exp/dnn_seed1/posterior_priors.json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    priors = json.loads((d / "exp" / "dnn_seed1" / "posterior_priors.json").read_text())
+    gmm = json.loads((d / "exp" / "tri1" / "priors.json").read_text())
+    assert len(priors["log_priors"]) == gmm["num_pdfs"] and priors["frames"] > 0
+    assert sum(math.exp(v) for v in priors["log_priors"]) == pytest.approx(1.0, abs=1e-6)
+    out = run("decode", "--model", "exp/dnn_seed1/final.pt", "--priors", "exp/dnn_seed1/posterior_priors.json",
+              "--lang-dir", "data/lang", "--lm", "data/lm/G_3gram.fst", "--cuts", "data/fbank/yesno_cuts_test.jsonl.gz",
+              "--out-dir", "exp/dnn_seed1/decode_test_posterior_priors", "--lm-weights", "10")
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((d / "exp" / "dnn_seed1" / "decode_test_posterior_priors" / "decode.json").read_text())
+    assert summary["priors"] == "exp/dnn_seed1/posterior_priors.json" and summary["wer"] < 50
+    gmm_dir = run("decode", "--model", "exp/tri1", "--priors", "exp/dnn_seed1/posterior_priors.json", "--lang-dir",
+                  "data/lang", "--lm", "data/lm/G_3gram.fst", "--cuts", "data/fbank/yesno_cuts_test.jsonl.gz",
+                  "--out-dir", "exp/tri1/x")
+    assert gmm_dir.returncode != 0 and "--priors is for DNNs" in gmm_dir.stderr

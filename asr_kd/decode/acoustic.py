@@ -119,7 +119,8 @@ class GmmScorer:
 class DnnScorer:
     kind = "dnn"
 
-    def __init__(self, model_paths: Sequence[Pathlike], device: str = "cpu", dtype: str = "auto"):
+    def __init__(self, model_paths: Sequence[Pathlike], device: str = "cpu", dtype: str = "auto",
+                 priors: Optional[Pathlike] = None):
         models = [load_model(p, device) for p in model_paths]
         self.model = Ensemble(models)
         meta = models[0].meta
@@ -131,7 +132,11 @@ class DnnScorer:
         its = f"GMM {gmm_file}" if gmm_file.is_file() else f"senones {self.gmm_dir}"  # an export has no GMM
         self.name = f"{model_paths[0]} (its {its})"
         self.model_files = [self.gmm_dir / "tree.json", self.gmm_dir / "transitions.json"]
-        self.log_priors = torch.tensor(meta["log_priors"], dtype=torch.float32)
+        # The hybrid's p(x|s) ~ p(s|x) / p(s): p(s) from the GMM alignment the model learned from (saved
+        # in the model), or from a file (asr-kd nnet priors: the model's own mean posterior, as Kaldi's nnet).
+        self.priors = str(priors) if priors else "model"
+        log_priors = read_json(priors)["log_priors"] if priors else meta["log_priors"]
+        self.log_priors = torch.tensor(log_priors, dtype=torch.float32)
         if self.log_priors.numel() != self.ctx.num_pdfs:
             raise ValueError(f"model has {self.log_priors.numel()} senones but {self.gmm_dir} has {self.ctx.num_pdfs}")
         self.device, self.dtype = device, dtype
@@ -182,11 +187,14 @@ class DnnScorer:
         return {u: scores[frames.utterance(i)] for i, (u, _, _) in enumerate(items)}
 
 
-def load_scorer(models: Sequence[Pathlike], device: str = "cpu"):
-    """A GMM directory, or one or more DNN ``.pt`` files (an ensemble)."""
+def load_scorer(models: Sequence[Pathlike], device: str = "cpu", priors: Optional[Pathlike] = None):
+    """A GMM directory, or one or more DNN ``.pt`` files (an ensemble; ``priors``: a JSON file of
+    senone ``log_priors`` to divide its posteriors by, instead of those saved in the model)."""
     paths = [Path(m) for m in models]
     if len(paths) == 1 and paths[0].is_dir():
+        if priors:
+            raise ValueError("--priors is for DNNs: a GMM gives likelihoods, not posteriors")
         return GmmScorer(paths[0], device)
     if all(p.suffix == ".pt" for p in paths):
-        return DnnScorer(paths, device)
+        return DnnScorer(paths, device, priors=priors)
     raise ValueError(f"--model takes a GMM directory (with final.mdl) or DNN .pt files, not {models}")

@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--model-dir", type=Path,
                        help="a directory (or .tar.gz) written by asr-kd export: its model, and its lang, LM and "
                             "graph where --lang-dir, --lm, --graph-dir are not given")
+    parser.add_argument("--priors", type=Path,
+                        help="DNNs: a JSON file of senone log_priors to divide the posteriors by (asr-kd nnet priors: "
+                             "the model's own mean posterior) instead of the GMM alignment's, saved in the model")
     parser.add_argument("--lang-dir", type=Path,
                         help="lang directory (words.txt, L_disambig.fst); required with --model")
     parser.add_argument("--lm", type=Path, help="G.fst (from asr-kd lm); required with --model")
@@ -100,10 +103,11 @@ def run(args) -> int:
     if args.audio:
         return steps.transcribe_audio_step(args.model, args.lang_dir, args.lm, args.audio, opts, args.lm_weights[0],
                                            args.word_ins_penalties[0], graph_dir=args.graph_dir,
-                                           tuned_on=args.tuned_on)
+                                           tuned_on=args.tuned_on, priors=args.priors)
     if args.out_dir is None:
         raise UserError("--out-dir is required with --cuts")
     steps.decode_cuts_step(args.model, args.lang_dir, args.lm, args.cuts, args.out_dir, opts, args.lm_weights,
                            args.word_ins_penalties, graph_dir=args.graph_dir, tuned_on=args.tuned_on, nj=args.nj,
-                           subset_every=args.subset_every, force=args.force, model_dir=getattr(args, "model_dir", None))
+                           subset_every=args.subset_every, force=args.force, model_dir=getattr(args, "model_dir", None),
+                           priors=args.priors)
     return 0

@@ -177,10 +177,10 @@ def frame_shards(items, nj: int) -> List[List[int]]:
     return [s for s in shards if s]
 
 
-def load_for_decoding(model, device, lang_dir, lm, graph_dir=None):
+def load_for_decoding(model, device, lang_dir, lm, graph_dir=None, priors=None):
     """The scorer and graph of a model (the graph built once, then from its cache; by default in
-    ``graph_<LM>`` beside the GMM that defines the senones)."""
-    scorer = load_scorer(model, device)
+    ``graph_<LM>`` beside the GMM that defines the senones); ``priors``: :func:`load_scorer`'s."""
+    scorer = load_scorer(model, device, priors)
     graph_dir = graph_dir or scorer.gmm_dir / f"graph_{Path(lm).stem.removeprefix('G_')}"
     graph = build_graph(lang_dir, lm, scorer.ctx, scorer.trans, graph_dir, scorer.model_files,
                         phones=scorer.phones, model_name=scorer.name)
@@ -279,10 +279,10 @@ def tuned_setting(tuned_on: Path) -> Tuple[float, float]:
 
 
 def _prepare(models, lang_dir: Path, lm: Path, graph_dir: Optional[Path], opts: DecodeOpts, tuned_on: Optional[Path],
-             lm_weights: Sequence[float], penalties: Sequence[float]):
+             lm_weights: Sequence[float], penalties: Sequence[float], priors: Optional[Path] = None):
     """Scorer, graph (built once, then cached), its directory, word ids -> words, and the LM
     weights and penalties to score (those best in ``tuned_on`` when given)."""
-    scorer, graph = load_for_decoding(models, opts.device, lang_dir, lm, graph_dir)
+    scorer, graph = load_for_decoding(models, opts.device, lang_dir, lm, graph_dir, priors)
     graph_dir = graph_dir or scorer.gmm_dir / f"graph_{lm.stem.removeprefix('G_')}"
     lang = Lang.load(lang_dir)
     id2word = {i: w for w, i in lang.words.items()}
@@ -297,18 +297,21 @@ def _prepare(models, lang_dir: Path, lm: Path, graph_dir: Optional[Path], opts: 
 def decode_cuts_step(models: Sequence[Pathlike], lang_dir: Path, lm: Path, cuts: Path, out_dir: Path,
                      opts: DecodeOpts, lm_weights: Sequence[float] = (10.0,), word_ins_penalties: Sequence[float] = (0.0,),
                      *, graph_dir: Optional[Path] = None, tuned_on: Optional[Path] = None, nj: int = 1,
-                     subset_every: int = 1, force: bool = False, model_dir: Optional[Path] = None) -> Optional[dict]:
+                     subset_every: int = 1, force: bool = False, model_dir: Optional[Path] = None,
+                     priors: Optional[Path] = None) -> Optional[dict]:
     """``asr-kd decode --cuts``: decode ``cuts`` with ``models`` (a GMM directory or DNN ``.pt``
     files) over the HCLG of ``lang_dir`` and the LM ``lm`` (cached in ``graph_dir``, by default
     ``graph_<LM>`` beside the GMM that defines the senones), score every LM weight and penalty
     (or the ones best in ``tuned_on``) into ``out_dir``; ``nj`` parallel jobs, every
-    ``subset_every``-th utterance. ``model_dir`` (an export the models came from) is recorded.
+    ``subset_every``-th utterance. ``model_dir`` (an export the models came from) is recorded;
+    ``priors``: senone log-priors of DNNs other than their own (:func:`load_scorer`).
     Returns the ``decode.json`` summary, or None when it was newer than its inputs (skipped)."""
     scorer, graph, graph_dir, lang, words, lm_weights, word_ins_penalties = _prepare(
-        models, lang_dir, lm, graph_dir, opts, tuned_on, lm_weights, word_ins_penalties)
+        models, lang_dir, lm, graph_dir, opts, tuned_on, lm_weights, word_ins_penalties, priors)
     summary_path = out_dir / "decode.json"
     model_paths = [Path(m) / "final.mdl" if Path(m).is_dir() else Path(m) for m in models]
-    inputs = [*model_paths, *scorer.model_files, graph_dir / "HCLG.pt", cuts, lang_dir / "words.txt", lm]
+    inputs = [*model_paths, *scorer.model_files, graph_dir / "HCLG.pt", cuts, lang_dir / "words.txt", lm,
+              *([priors] if priors else [])]
     if not force and outputs_fresh([summary_path], inputs):
         log.info(f"{summary_path} exists and is newer than the model, graph and cuts; skipping (use --force to redo)")
         return None
@@ -347,7 +350,7 @@ def decode_cuts_step(models: Sequence[Pathlike], lang_dir: Path, lm: Path, cuts:
     summary_path.unlink(missing_ok=True)
     t0 = time.time()
     ids, hyps, timing = decode_parallel(scorer, graph, items, opts, lm_weights, word_ins_penalties, nj,
-                                        load_for_decoding, (models, opts.device, lang_dir, lm, graph_dir))
+                                        load_for_decoding, (models, opts.device, lang_dir, lm, graph_dir, priors))
     wall = time.time() - t0
     audio_s = sum(c.duration for c in cut_set)
     results, setting = {}, {}
@@ -365,6 +368,7 @@ def decode_cuts_step(models: Sequence[Pathlike], lang_dir: Path, lm: Path, cuts:
     summary = {
         "model": [str(m) for m in models],
         "model_dir": str(model_dir) if model_dir else None,
+        "priors": getattr(scorer, "priors", None),
         "cuts": str(cuts),
         "graph_dir": str(graph_dir),
         "utterances": len(ids),
@@ -401,12 +405,13 @@ def decode_cuts_step(models: Sequence[Pathlike], lang_dir: Path, lm: Path, cuts:
 
 def transcribe_audio_step(models: Sequence[Pathlike], lang_dir: Path, lm: Path, audio: Sequence[Path],
                           opts: DecodeOpts, lm_weight: float = 10.0, word_ins_penalty: float = 0.0, *,
-                          graph_dir: Optional[Path] = None, tuned_on: Optional[Path] = None) -> int:
+                          graph_dir: Optional[Path] = None, tuned_on: Optional[Path] = None,
+                          priors: Optional[Path] = None) -> int:
     """``asr-kd decode --audio``: print ``file<TAB>transcript`` for each usable file (at
     ``lm_weight`` and ``word_ins_penalty``, or those best in ``tuned_on``); 1 if any file failed,
     else 0."""
     scorer, graph, _, _, words, lm_weights, penalties = _prepare(models, lang_dir, lm, graph_dir, opts, tuned_on,
-                                                                 [lm_weight], [word_ins_penalty])
+                                                                 [lm_weight], [word_ins_penalty], priors)
     items, failures = audio_items(audio, scorer.features)
     w, p = lm_weights[0], penalties[0]
     if items:

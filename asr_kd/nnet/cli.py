@@ -29,7 +29,7 @@ import torch
 
 from asr_kd.config import add_flags, config_flags, config_values
 from asr_kd.nnet.model import PRESETS
-from asr_kd.nnet.steps import StreamOpts, eval_step, train_step
+from asr_kd.nnet.steps import StreamOpts, eval_step, priors_step, train_step
 from asr_kd.nnet.train import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -97,9 +97,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto",
                    help="auto: bf16 where the hardware has fast bf16 (AVX-512 BF16, AMX, CUDA), else fp32")
     p.add_argument("--device", default=DEFAULT_DEVICE, help="cpu or cuda")
+    add_priors_arguments(sub)
+
+
+def add_priors_arguments(sub) -> None:
+    p = sub.add_parser("priors", help="senone priors from a model's own mean posterior (for asr-kd decode --priors)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--models", type=Path, nargs="+", required=True,
+                   help="final.pt files; several: the ensemble's mean distribution")
+    p.add_argument("--cuts", type=Path, required=True, help="the training cuts (fbank and senone labels)")
+    p.add_argument("--frames-cache", type=Path, help="cache of the loaded frames (speeds up later runs)")
+    p.add_argument("--out", type=Path, required=True, help="JSON with log_priors (kept unless --force)")
+    p.add_argument("--max-utterances", type=int, default=0, help="use this many utterances spread over the set (0: all)")
+    p.add_argument("--floor", type=float, default=1e-8, help="smallest prior (then renormalized)")
+    p.add_argument("--force", action="store_true", help="recompute even if --out exists")
+    p.add_argument("--device", default=DEFAULT_DEVICE, help="cpu or cuda")
 
 
 def run(args) -> int:
+    if args.nnet_step == "priors":
+        priors_step(args.models, args.cuts, args.out, frames_cache=args.frames_cache,
+                    max_utterances=args.max_utterances, floor=args.floor, device=args.device, force=args.force)
+        return 0
     if args.nnet_step == "eval":
         stream = StreamOpts(args.stream_frames, args.buffer_frames) if args.stream_frames else None
         eval_step(args.models, args.cuts, args.out, frames_cache=args.frames_cache, stream=stream,

@@ -5,6 +5,8 @@ them, and a Python user calls them with the same effect.
   distilled from teachers (one per temperature, sharing the teachers' pass), into model
   directories (``final.pt``, ``summary.json``, epoch checkpoints: :mod:`asr_kd.nnet.train`).
 - :func:`eval_step`: frame accuracy of a model or an ensemble on labelled cuts (a JSON file).
+- :func:`priors_step`: senone priors from a model's own mean posterior over training frames (as
+  Kaldi's nnet: the hybrid divides the posteriors by them), for ``asr-kd decode --priors``.
 - :func:`load_frames`: a labelled cut set's frames in memory, through a cache file.
 
 The dev set for early stopping and learning-rate halving is ``dev_cuts``, or else a fixed set of
@@ -20,13 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+import numpy as np
+import torch
+
 from lhotse import load_manifest_lazy
 
 from asr_kd.data.features import Cmvn, compute_cmvn_stats
 from asr_kd.nnet.data import FrameSet, split_by_speaker, subset_utterances
 from asr_kd.nnet.model import DnnConfig, Ensemble, load_model
 from asr_kd.nnet.stream import StreamFrameSet, open_frame_shards
-from asr_kd.nnet.train import TrainConfig, frame_accuracy_of, train_together
+from asr_kd.nnet.train import TrainConfig, frame_accuracy_of, predict, train_together
 from asr_kd.utils import Pathlike, UserError, error_text, load_cuts, outputs_fresh, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -228,4 +233,39 @@ def eval_step(
               "utterances": len(utts)}
     write_json(out, result)
     log.info(f"frame accuracy {acc:.2f}% over {num_frames} frames -> {out}")
+    return result
+
+
+def priors_step(models: Sequence[Path], cuts: Path, out: Path, *, frames_cache: Optional[Path] = None,
+                max_utterances: int = 0, floor: float = 1e-8, dtype: str = "auto", device: str = "cpu",
+                force: bool = False) -> Optional[dict]:
+    """Senone priors from the models' mean posterior (an ensemble's: the mean of its members'
+    distributions) over the frames of ``cuts`` (every utterance, or ``max_utterances`` spread evenly
+    over the set), floored at ``floor`` and renormalized, written to ``out`` as ``log_priors`` (kept
+    unless ``force``; then None is returned). A model whose average posterior has drifted from the
+    alignment's label counts (soft targets, dropout, speed perturbation) is then scored by its own."""
+    out = Path(out)
+    if out.exists() and not force:
+        log.info(f"{out} exists; skipping (use --force to redo)")
+        return None
+    frames = load_frames(cuts, frames_cache)
+    utts = list(range(len(frames.cut_ids)))
+    if max_utterances and max_utterances < len(utts):
+        utts = [utts[i] for i in np.linspace(0, len(utts) - 1, max_utterances).round().astype(int)]
+        frames = frames.subset(utts)
+    loaded = [load_model(p, device) for p in models]
+    model = loaded[0] if len(loaded) == 1 else Ensemble(loaded)
+    total = torch.zeros(loaded[0].cfg.num_senones, dtype=torch.float64)
+    for start in range(0, len(frames), 65536):
+        idx = torch.arange(start, min(start + 65536, len(frames)))
+        logits = predict(model, frames, device=device, dtype=dtype, idx=idx).float()
+        probs = torch.softmax(logits, -1)
+        total += (probs.mean(0) if probs.dim() == 3 else probs).sum(0).double()
+    priors = (total / total.sum()).clamp_min(floor)
+    priors /= priors.sum()
+    result = {"models": [str(p) for p in models], "cuts": str(cuts), "frames": len(frames), "utterances": len(utts),
+              "floor": floor, "floored": int((total / total.sum() < floor).sum()), "num_pdfs": len(priors),
+              "log_priors": priors.log().tolist()}
+    write_json(out, result)
+    log.info(f"priors from the mean posterior over {len(frames)} frames ({result['floored']} floored) -> {out}")
     return result

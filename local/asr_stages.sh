@@ -139,8 +139,8 @@ if stage_on 9; then
   need "7 (alignment of dev, test)" $senones/${corpus}_cuts_dev.jsonl.gz $senones/${corpus}_cuts_$dnn_train.jsonl.gz
   need "2 (features)" $(fbank_of $dnn_train dev)
   log "Stage 9: $num_teachers DNN teachers ($preset preset), seeds 1..$num_teachers, $nj at a time"
-  # One job per seed, $nj side by side with a share of the cores each (logs: exp/log/dnn_seed*.log):
-  # on a CPU two one-thread trainings of a small net go ~1.5x faster than one on two threads.
+  # One job per seed, $nj side by side with a share of the cores each (logs: exp/log/dnn_seed*.log),
+  # as Kaldi trains its jobs: no thread of one job waits on another's (small matrices scale poorly).
   # shellcheck disable=SC2046
   ${cmd:-../../local/cmd/run.sh} --max-jobs-run $nj --num-threads $dnn_threads JOB=1:$num_teachers \
     exp/log/dnn_seedJOB.log asr-kd --threads $dnn_threads nnet train $(dnn_args) --exp-dir exp/dnn_seedJOB --seed JOB

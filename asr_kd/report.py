@@ -16,8 +16,8 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from asr_kd.results import update_results
-from asr_kd.utils import read_json
+from asr_kd.results import remove_rows, update_results
+from asr_kd.utils import UserError, read_json
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "factors (acoustic model, search, total), e.g. one decoded with --nj 1 on one thread")
     parser.add_argument("--field", nargs="*", default=[], metavar="KEY=VALUE", help="extra columns")
     parser.add_argument("--note", help="text under the table's heading (e.g. the paper's numbers)")
-    parser.add_argument("--command", required=True, help="the exact command that produced the row")
+    # dest: not "command", which names the asr-kd subcommand (error messages say "asr-kd report: ...")
+    parser.add_argument("--command", dest="producing_command",
+                        help="the exact command that produced the row (required unless --remove)")
+    parser.add_argument("--remove", action="store_true",
+                        help="remove the row of --system on --set from --table instead (a configuration no longer run)")
 
 
 def _value(v: str):
@@ -103,13 +107,19 @@ def _value(v: str):
 
 
 def run(args) -> int:
+    if args.remove:
+        n = remove_rows(args.recipe_dir, args.table, args.system, args.set_name)
+        log.info(f"{args.recipe_dir}/RESULTS.md: {args.table}: removed {n} row(s) of {args.system} on {args.set_name}")
+        return 0
+    if not args.producing_command:
+        raise UserError("--command is required: the exact command that produced the row")
     extra = {}
     for kv in args.field:
         k, _, v = kv.partition("=")
         extra[k] = _value(v)
     row = row_from_files(args.system, args.set_name, args.decode_dir, args.frame_accuracy, args.summary,
                          args.speed_dir, **extra)
-    row["command"] = args.command
+    row["command"] = args.producing_command
     columns = ["system", "set", "wer", "frame_accuracy"]
     if args.set_name == "all":  # a row about the whole run (e.g. a stage's wall time) has no scores
         del row["wer"], row["frame_accuracy"]

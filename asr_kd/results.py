@@ -55,6 +55,21 @@ def update_results(
         return _update(recipe_dir, rows, table, notes, columns, finalize)
 
 
+def remove_rows(recipe_dir: Pathlike, table: str, system: str, set_name: Optional[str] = None) -> int:
+    """Remove the rows of ``system`` (on ``set_name``, or on every set) from ``table`` (e.g. of a
+    configuration the recipe no longer runs) and rewrite RESULTS.md; returns how many went."""
+    recipe_dir = Path(recipe_dir)
+    with exclusive_lock(recipe_dir / LOCK_NAME):
+        results = load_results(recipe_dir)
+        keep = [r for r in results["rows"] if not (r.get("table") == table and r.get("system") == system
+                                                   and set_name in (None, r.get("set")))]
+        removed = len(results["rows"]) - len(keep)
+        results["rows"] = keep
+        write_json(recipe_dir / "results.json", results)
+        write_text(recipe_dir / "RESULTS.md", render_markdown(results))
+    return removed
+
+
 def _update(recipe_dir: Path, rows, table, notes, columns, finalize) -> dict:
     results = load_results(recipe_dir)
     new = []

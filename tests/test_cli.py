@@ -264,3 +264,17 @@ def test_recipe_help_lists_its_options_and_every_stage(recipe):
     stages = proc.stderr.split("stages:\n", 1)[1]
     numbers = {int(w) for line in stages.splitlines() for w in line.split() if w.isdigit()}
     assert set(range(13)) <= numbers, stages
+
+
+def test_report_removes_a_row(tmp_path):
+    from asr_kd.cli import main
+    from asr_kd.results import update_results
+
+    update_results(tmp_path, [{"system": "a", "set": "test", "wer": 1.0}, {"system": "b", "set": "test", "wer": 2.0},
+                              {"system": "b", "set": "dev", "wer": 3.0}], table="T1")
+    assert main(["report", "--recipe-dir", str(tmp_path), "--table", "T1", "--system", "b", "--set", "test",
+                 "--remove"]) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert [(r["system"], r["set"]) for r in rows] == [("a", "test"), ("b", "dev")]
+    assert "| b | test |" not in (tmp_path / "RESULTS.md").read_text()
+    assert main(["report", "--recipe-dir", str(tmp_path), "--table", "T1", "--system", "c", "--set", "test"]) == 1

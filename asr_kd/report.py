@@ -28,9 +28,10 @@ def row_from_files(system: str, set_name: str, decode_dir: Optional[Path] = None
     row = {"system": system, "set": set_name, "wer": None, "frame_accuracy": None}
     if speed_dir is not None:  # what the model costs to run: its size and speed in that decode
         d = read_json(Path(speed_dir) / "decode.json")
+        per_hour = lambda rtf: None if rtf is None else round(3600 * rtf, 1)  # noqa: E731  (seconds per hour of audio)
         row.update(parameters=d.get("parameters"), speed_on=f"{d['cuts']}, {d['nj']} job(s) x {d.get('threads')} thread(s)",
-                   acoustic_rtf=d.get("acoustic_real_time_factor"), search_rtf=d.get("search_real_time_factor"),
-                   total_rtf=d["real_time_factor"])
+                   acoustic_s_per_h=per_hour(d.get("acoustic_real_time_factor")),
+                   search_s_per_h=per_hour(d.get("search_real_time_factor")), total_s_per_h=per_hour(d["real_time_factor"]))
     if decode_dir is not None:
         d = read_json(Path(decode_dir) / "decode.json")
         row.update(wer=d["wer"], utterances=d["utterances"], lm_weight=d["best_lm_weight"],
@@ -86,8 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frame-accuracy", type=Path, help="JSON from asr-kd nnet eval")
     parser.add_argument("--summary", type=Path, help="a model's summary.json")
     parser.add_argument("--speed-dir", type=Path,
-                        help="a decode directory whose decode.json gives the model's parameters and real-time "
-                             "factors (acoustic model, search, total), e.g. one decoded with --nj 1 on one thread")
+                        help="a decode directory whose decode.json gives the model's parameters and its speed there "
+                             "(seconds per hour of audio: acoustic model, search, total), e.g. one decoded with --nj 1 "
+                             "on one thread")
     parser.add_argument("--field", nargs="*", default=[], metavar="KEY=VALUE", help="extra columns")
     parser.add_argument("--note", help="text under the table's heading (e.g. the paper's numbers)")
     # dest: not "command", which names the asr-kd subcommand (error messages say "asr-kd report: ...")

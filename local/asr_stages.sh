@@ -205,7 +205,7 @@ if stage_on 13; then
   need "10 (baseline, ensemble decoded on dev)" exp/dnn_seed1/decode_dev/decode.json exp/dnn_ensemble/decode_dev/decode.json
   log "Stage 13: what distillation buys: parameters and one-thread decoding speed on dev, ensemble vs students"
   table13="What distillation buys: size, speed and WER"
-  note13="The paper's reason to distil is the cost of running an ensemble. parameters: the acoustic model's weights (every member of the ensemble); acoustic_rtf / search_rtf / total_rtf: seconds per second of audio to decode dev in one job on one thread (acoustic model, HCLG search, all), at dev's best LM weight; wer: test, from Table 1."
+  note13="The paper's reason to distil is the cost of running an ensemble. parameters: the acoustic model's weights (every member of the ensemble); acoustic_s_per_h / search_s_per_h / total_s_per_h: seconds of one job on one thread to decode an hour of audio (measured on dev, at dev's best LM weight): acoustic model, HCLG search, all; wer: test, from Table 1."
   systems="dnn-baseline:exp/dnn_seed1:exp/dnn_seed1/final.pt dnn-ensemble-$num_teachers:exp/dnn_ensemble:${teachers// /,}"
   for T in $temperatures; do systems="$systems dnn-distilled-T$T:exp/dnn_distilled_T$T:exp/dnn_distilled_T$T/final.pt"; done
   for entry in $systems; do

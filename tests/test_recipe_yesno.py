@@ -72,7 +72,6 @@ def test_results_rows_come_from_the_stages(recipe):
     assert cost["dnn-ensemble-2"]["parameters"] == 2 * cost["dnn-baseline"]["parameters"]
     assert cost["dnn-distilled-T2"]["parameters"] == cost["dnn-baseline"]["parameters"]
     assert all(r["total_s_per_h"] > 0 and "1 job(s) x 1 thread(s)" in r["speed_on"] for r in cost.values())
-    assert cost["dnn-ensemble-2"]["acoustic_s_per_h"] > cost["dnn-distilled-T2"]["acoustic_s_per_h"]
 
 
 def test_rerun_is_a_no_op(recipe):

@@ -9,8 +9,22 @@ from pathlib import Path
 import pytest
 import torch
 
-from asr_kd.nnet import load_model
+from asr_kd.nnet import FrameSet, load_model
 from asr_kd.nnet.stream import write_frame_shards
+
+# The synthetic frame set every script below builds (and the streaming test writes as shards):
+# 24 utterances of 30 frames, 4 speakers, 6 classes.
+FRAMES = r"""
+g = torch.Generator().manual_seed(0)
+n_utts, frames = 24, 30
+means = torch.randn(6, 8, generator=g) * 1.5
+y = torch.randint(0, 6, (n_utts * frames,), generator=g)
+x = means[y] + torch.randn(len(y), 8, generator=g)
+lengths = torch.full((n_utts,), frames)
+ends = torch.cumsum(lengths, 0)
+fs = FrameSet(x, y, torch.repeat_interleave(torch.arange(n_utts), lengths), ends - lengths, ends,
+              [f"u{i}" for i in range(n_utts)], [f"s{i % 4}" for i in range(n_utts)])
+"""
 
 TRAIN = r"""
 import json, os, sys
@@ -21,16 +35,7 @@ from asr_kd.nnet import DnnConfig, FrameSet, TrainConfig, frame_batches, train
 
 exp_dir, batch, epochs = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 torch.set_num_threads(1)
-g = torch.Generator().manual_seed(0)
-n_utts, frames = 24, 30
-means = torch.randn(6, 8, generator=g) * 1.5
-y = torch.randint(0, 6, (n_utts * frames,), generator=g)
-x = means[y] + torch.randn(len(y), 8, generator=g)
-lengths = torch.full((n_utts,), frames)
-ends = torch.cumsum(lengths, 0)
-fs = FrameSet(x, y, torch.repeat_interleave(torch.arange(n_utts), lengths), ends - lengths, ends,
-              [f"u{i}" for i in range(n_utts)], [f"s{i % 4}" for i in range(n_utts)])
-train_set, dev_set = fs.subset(list(range(20))), fs.subset(list(range(20, 24)))
+""" + FRAMES + r"""train_set, dev_set = fs.subset(list(range(20))), fs.subset(list(range(20, 24)))
 cfg = DnnConfig.from_preset("tiny", num_senones=6, feat_dim=8, left_context=1, right_context=1)
 tc = TrainConfig(epochs=epochs, batch_size=batch, lr=0.1, momentum=0.0, seed=3, dtype="fp32", progress=False,
                  patience=0)
@@ -105,16 +110,7 @@ from asr_kd.nnet.stream import FrameShards, StreamFrameSet
 
 shard_dir, exp_dir = Path(sys.argv[1]), Path(sys.argv[2])
 torch.set_num_threads(1)
-g = torch.Generator().manual_seed(0)
-n_utts, frames = 24, 30
-means = torch.randn(6, 8, generator=g) * 1.5
-y = torch.randint(0, 6, (n_utts * frames,), generator=g)
-x = means[y] + torch.randn(len(y), 8, generator=g)
-lengths = torch.full((n_utts,), frames)
-ends = torch.cumsum(lengths, 0)
-fs = FrameSet(x, y, torch.repeat_interleave(torch.arange(n_utts), lengths), ends - lengths, ends,
-              [f"u{i}" for i in range(n_utts)], [f"s{i % 4}" for i in range(n_utts)])
-rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+""" + FRAMES + r"""rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 stream = StreamFrameSet(FrameShards(shard_dir), buffer_frames=100)
 dev_set = fs.subset(list(range(20, 24)))
 cfg = DnnConfig.from_preset("tiny", num_senones=6, feat_dim=8, left_context=1, right_context=1)
@@ -130,13 +126,11 @@ train(exp_dir, cfg, tc, stream, dev_set)
 def test_two_ranks_stream_disjoint_utterances_and_checkpoint_once(tmp_path):
     """Streamed frames under torchrun: the ranks read disjoint utterances that cover the epoch, train
     the same number of frames (so they step together), and rank 0 alone writes the checkpoints."""
-    g = torch.Generator().manual_seed(0)  # the script's first 20 utterances, as (id, speaker, x, y)
-    n_utts, frames = 24, 30
-    means = torch.randn(6, 8, generator=g) * 1.5
-    y = torch.randint(0, 6, (n_utts * frames,), generator=g)
-    x = means[y] + torch.randn(len(y), 8, generator=g)
-    write_frame_shards(((f"u{i}", f"s{i % 4}", x[i * frames:(i + 1) * frames].numpy(),
-                         y[i * frames:(i + 1) * frames].numpy()) for i in range(20)), tmp_path / "shards",
+    made = {"torch": torch, "FrameSet": FrameSet}
+    exec(FRAMES, made)  # the scripts' frame set; its first 20 utterances are the training shards
+    fs, frames = made["fs"], made["frames"]
+    write_frame_shards(((fs.cut_ids[i], fs.speakers[i], fs.feats[fs.utterance(i)].numpy(),
+                         fs.labels[fs.utterance(i)].numpy()) for i in range(20)), tmp_path / "shards",
                        shard_frames=200)
     script = tmp_path / "stream_train.py"
     script.write_text(STREAM_TRAIN)

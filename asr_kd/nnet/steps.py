@@ -31,7 +31,7 @@ from asr_kd.data.features import Cmvn, compute_cmvn_stats
 from asr_kd.nnet.data import FrameSet, split_by_speaker, subset_utterances
 from asr_kd.nnet.model import DnnConfig, Ensemble, load_model
 from asr_kd.nnet.stream import StreamFrameSet, open_frame_shards
-from asr_kd.nnet.train import TrainConfig, frame_accuracy_of, predict, train_together
+from asr_kd.nnet.train import TrainConfig, frame_counts, predict, train_together
 from asr_kd.utils import Pathlike, UserError, error_text, load_cuts, outputs_fresh, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -224,8 +224,8 @@ def eval_step(
     model = loaded[0] if len(loaded) == 1 else Ensemble(loaded)
     correct = scored = num_frames = 0
     for part in sets:
-        labelled = int((part.labels >= 0).sum())
-        correct += frame_accuracy_of(model, part, device, dtype) * labelled / 100.0
+        right, labelled = frame_counts(model, part, device, dtype)
+        correct += right
         scored += labelled
         num_frames += len(part)
     acc = 100.0 * correct / max(scored, 1)

@@ -133,15 +133,22 @@ def predict(model, frames: FrameSet, batch_size: int = 4096, device: str = "cpu"
     return torch.cat([z for _, z in _batched_logits(model, frames, idx, batch_size, device, dtype)], dim=-2)
 
 
-def frame_accuracy_of(model, frames: FrameSet, device: str = "cpu", dtype: str = "auto", batch_size: int = 4096) -> float:
-    """Frame accuracy (%) against the set's senone labels; an Ensemble votes by its mean distribution (T = 1).
-    Batch by batch: a whole set's logits would not fit in memory (1M frames x 2000 senones x K)."""
+def frame_counts(model, frames: FrameSet, device: str = "cpu", dtype: str = "auto", batch_size: int = 4096):
+    """(frames classified as their senone label, labelled frames); an Ensemble votes by its mean
+    distribution (T = 1). Batch by batch: a whole set's logits would not fit in memory (1M frames x
+    2000 senones x K)."""
     idx = torch.nonzero(frames.labels >= 0).squeeze(1)
     correct = 0
     for b, logits in _batched_logits(model, frames, idx, batch_size, device, dtype):
         pred = ensemble_probs(logits).argmax(-1) if logits.dim() == 3 else logits.argmax(-1)
         correct += int((pred == frames.labels[b]).sum())
-    return 100.0 * correct / max(len(idx), 1)
+    return correct, len(idx)
+
+
+def frame_accuracy_of(model, frames: FrameSet, device: str = "cpu", dtype: str = "auto", batch_size: int = 4096) -> float:
+    """Frame accuracy (%) against the set's senone labels (:func:`frame_counts`)."""
+    correct, labelled = frame_counts(model, frames, device, dtype, batch_size)
+    return 100.0 * correct / max(labelled, 1)
 
 
 def _make_optimizer(model, cfg: TrainConfig):

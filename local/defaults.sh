@@ -5,6 +5,9 @@ stop_stage=100
 nj=2                   # parallel jobs (feature extraction, GMM training and alignment, decoding)
 cmd=""                 # GMM alignment jobs: local processes when empty; ../../local/cmd/slurm.sh: a Slurm array
 download_dir=download  # where a corpus missing locally is downloaded
+download_opts=""       # extra asr-kd download options (stage 0)
+prepare_opts=""        # extra asr-kd prepare options (stage 1), e.g. --dev-fraction 0.1
+lang_opts=""           # extra asr-kd lang options (stage 3), e.g. --lexicon FILE
 # language model and decoding
 lm_order=3
 lm_weights="5 6 7 8 9 10 11 12 13 14 15 17 19 21 23"   # scored on dev; test uses dev's best

@@ -61,3 +61,21 @@ need() {
     [ -e "$f" ] || { echo "$0: $f not found: run stage $made_by first" >&2; exit 1; }
   done
 }
+
+# usage: report_row TABLE SYSTEM SET [asr-kd report options]: a row of the recipe's RESULTS.md and
+# results.json, under the command that made it ($command, set by the recipe)
+report_row() {
+  local table=$1 system=$2 set=$3; shift 3
+  asr-kd report --table "$table" --system "$system" --set "$set" --command "$command" "$@"
+}
+
+# usage: dnn_systems K "T...": a recipe's DNN systems, one "system:dir:models" line each (models
+# comma-separated): the baseline (seed 1), the K-model ensemble, one student per temperature
+dnn_systems() {
+  local k=$1 temperature
+  echo "dnn-baseline:exp/dnn_seed1:exp/dnn_seed1/final.pt"
+  echo "dnn-ensemble-$k:exp/dnn_ensemble:$(seq -s, -f 'exp/dnn_seed%g/final.pt' 1 "$k")"
+  for temperature in $2; do
+    echo "dnn-distilled-T$temperature:exp/dnn_distilled_T$temperature:exp/dnn_distilled_T$temperature/final.pt"
+  done
+}

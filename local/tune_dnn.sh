@@ -8,7 +8,8 @@
 # Configurations are separated by ';', e.g.
 #   --configs "base=;drop0.2=--dropout 0.2;specaug=--freq-mask 10 --time-mask 4"
 # and may name other training cuts, e.g. "sp=--cuts data/senones/X_cuts_train_sp.jsonl.gz" (stage 7
-# with --speed-perturb).
+# with --speed-perturb). Students are configurations too ("--teachers exp/dnn_seed{1..4}/final.pt
+# --temperature 2"); --table "Distillation choices (dev)" keeps their rows apart.
 set -euo pipefail
 cmdline=../../local/tune_dnn.sh; [ $# -eq 0 ] || cmdline+=$(printf " %q" "$@")
 . ../../local/defaults.sh
@@ -19,11 +20,11 @@ common_opts="--optimizer adam --lr 0.002 --epochs 12 --patience 2 --batch-size 2
 jobs=1                 # configurations trained at once (each with one torch thread when > 1)
 decode_opts="--max-active 3000"
 gmm=exp/tri1
+table="DNN training choices (dev)"   # the RESULTS.md table the rows go to
 . ../../local/parse_options.sh
 . ../../local/path.sh
 
 G=data/lm/G_${lm_order}gram.fst
-table="DNN training choices (dev)"
 note="One DNN per configuration ($preset preset unless the options say otherwise; common options: $common_opts), trained on all training frames with early stopping on dev, decoded on dev at dev's best LM weight and word insertion penalty. train/dev_frame_acc_at_best: the exported epoch's accuracy on the training frames it saw (with any augmentation) and on dev. The recipe's DNN options are picked from this table (dev only; test is not looked at)."
 mkdir -p data/frames exp/tune_dnn
 

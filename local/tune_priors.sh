@@ -24,10 +24,7 @@ G=data/lm/G_${lm_order}gram.fst
 train=train; [ -z "$speed_perturb" ] || train=train_sp
 table="Senone priors (dev)"
 note="Each DNN system decoded on dev with the senone priors its posteriors are divided by: 'alignment' = the GMM alignment's label counts (saved in the model; the recipe's), 'posterior' = the system's own mean posterior over $max_utterances training utterances (asr-kd nnet priors, as Kaldi's nnet). dev WER at dev's best LM weight and word insertion penalty."
-teachers=""; for seed in $(seq 1 "$num_teachers"); do teachers="$teachers exp/dnn_seed$seed/final.pt"; done
-systems="dnn-baseline:exp/dnn_seed1:exp/dnn_seed1/final.pt dnn-ensemble-$num_teachers:exp/dnn_ensemble:${teachers// /,}"
-for T in $temperatures; do systems="$systems dnn-distilled-T$T:exp/dnn_distilled_T$T:exp/dnn_distilled_T$T/final.pt"; done
-for entry in $systems; do
+for entry in $(dnn_systems "$num_teachers" "$temperatures"); do
   IFS=: read -r system dir models <<< "$entry"
   [ -f "$dir/decode_dev/decode.json" ] || { log "$system: no $dir/decode_dev yet (recipe stages 10-11); skipped"; continue; }
   log "$system: priors from its own mean posterior; dev decoded with them"

@@ -7,7 +7,8 @@ import torch
 
 from asr_kd.nnet import (DnnConfig, Ensemble, FrameSet, TrainConfig, frame_accuracy_of, frame_batches, load_model,
                          split_by_speaker, subset_utterances, train)
-from asr_kd.utils import UserError, exclusive_lock
+from asr_kd.nnet.steps import check_not_stale, up_to_date
+from asr_kd.utils import UserError, exclusive_lock, write_json
 
 
 def synthetic_frames(num_utts=40, num_senones=6, dim=8, seed=0, frames=30):
@@ -253,8 +254,6 @@ def test_frames_cache_is_used_only_for_its_own_manifest(tmp_path):
 
 
 def test_a_model_older_than_its_labels_is_refused_not_kept(tmp_path):
-    from asr_kd.nnet.steps import check_not_stale
-
     exp, labels = tmp_path / "dnn", tmp_path / "labels.jsonl.gz"
     exp.mkdir()
     labels.write_text("")
@@ -265,3 +264,20 @@ def test_a_model_older_than_its_labels_is_refused_not_kept(tmp_path):
         check_not_stale([exp], [labels])  # labels rebuilt after the first checkpoint
     os.utime(labels, (1e9 - 10, 1e9 - 10))
     check_not_stale([exp], [labels, tmp_path / "absent"])
+
+
+def test_a_score_is_kept_only_while_newer_than_its_models_and_cuts(tmp_path):
+    model, other, cuts, out = (tmp_path / n for n in ("a.pt", "b.pt", "cuts.jsonl.gz", "eval.json"))
+    for f in (model, other, cuts):
+        f.write_text("")
+        os.utime(f, (1e9, 1e9))
+    assert not up_to_date(out, [model], [cuts])  # nothing scored yet
+    write_json(out, {"models": [str(model)], "frame_accuracy": 50.0})
+    assert up_to_date(out, [model], [cuts])
+    assert not up_to_date(out, [model], [cuts], force=True)
+    assert not up_to_date(out, [model, other], [cuts])  # another ensemble
+    os.utime(model, (2e9, 2e9))  # the model retrained after the score
+    assert not up_to_date(out, [model], [cuts])
+    os.utime(model, (1e9, 1e9))
+    os.utime(cuts, (2e9, 2e9))  # labels rebuilt
+    assert not up_to_date(out, [model], [cuts])

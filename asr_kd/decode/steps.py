@@ -398,7 +398,8 @@ def decode_cuts_step(models: Sequence[Pathlike], lang_dir: Path, lm: Path, cuts:
     }
     write_json(summary_path, summary)
     log.info(f"{out_dir}: best LM weight {setting[best][0]:g}, word insertion penalty {setting[best][1]:g}: "
-             f"%WER {results[best]['wer']:.2f} over {len(ids)} utterances ({timing['empty_lattices']} empty lattices), "
+             f"%WER {results[best]['wer']:.2f} over {results[best]['utterances']} scored utterances of {len(ids)} "
+             f"({timing['empty_lattices']} empty lattices), "
              f"RTF {summary['real_time_factor']}")
     return summary
 

@@ -184,6 +184,18 @@ def train_step(
     return summaries
 
 
+def up_to_date(out: Path, models: Sequence[Pathlike], inputs: Sequence[Pathlike], force: bool = False) -> bool:
+    """True (and logged) when ``out`` was written from these ``models`` (its "models" entry) after
+    they and ``inputs`` last changed (make's rule), so a step may keep it; a retrained model, other
+    models or rebuilt labels make the step run again."""
+    if force or not outputs_fresh([out], [*models, *inputs]):
+        return False
+    if read_json(out).get("models") != [str(p) for p in models]:
+        return False
+    log.info(f"{out} is newer than its models and cuts; skipping (use --force to redo)")
+    return True
+
+
 def eval_step(
     models: Sequence[Path],
     cuts: Path,
@@ -200,13 +212,13 @@ def eval_step(
     force: bool = False,
 ) -> Optional[dict]:
     """Frame accuracy of a model (or of several as an ensemble: the mean of their distributions)
-    on ``cuts``, written to ``out`` (kept unless ``force``; then None is returned). ``dev_fraction``
-    and ``subset_fraction`` select the utterances a model with those settings trained on.
+    on ``cuts``, written to ``out`` (kept while :func:`up_to_date`, unless ``force``; then None is
+    returned). ``dev_fraction`` and ``subset_fraction`` select the utterances a model with those
+    settings trained on.
     ``stream``: the frames are read from shards (written from ``cuts`` first) a part at a time, so
     that a training set too large for memory can be scored."""
     out = Path(out)
-    if out.exists() and not force:
-        log.info(f"{out} exists; skipping (use --force to redo)")
+    if up_to_date(out, models, [cuts], force):
         return None
     selected = bool(dev_fraction) or subset_fraction < 1.0
     if stream is not None:
@@ -242,11 +254,11 @@ def priors_step(models: Sequence[Path], cuts: Path, out: Path, *, frames_cache: 
     """Senone priors from the models' mean posterior (an ensemble's: the mean of its members'
     distributions) over the frames of ``cuts`` (every utterance, or ``max_utterances`` spread evenly
     over the set), floored at ``floor`` and renormalized, written to ``out`` as ``log_priors`` (kept
-    unless ``force``; then None is returned). A model whose average posterior has drifted from the
-    alignment's label counts (soft targets, dropout, speed perturbation) is then scored by its own."""
+    while :func:`up_to_date`, unless ``force``; then None is returned). A model whose average
+    posterior has drifted from the alignment's label counts (soft targets, dropout, speed
+    perturbation) is then scored by its own."""
     out = Path(out)
-    if out.exists() and not force:
-        log.info(f"{out} exists; skipping (use --force to redo)")
+    if up_to_date(out, models, [cuts], force):
         return None
     frames = load_frames(cuts, frames_cache)
     utts = list(range(len(frames.cut_ids)))

@@ -22,6 +22,7 @@ lang_dir=${1} lm=${2} cuts=${3} out_dir=${4}; shift 4
 
 scoring=(--lm-weights $lm_weights --word-ins-penalties $word_ins_penalties)
 [ -z "$tuned_on" ] || scoring=(--tuned-on "$tuned_on")
+# exec: the decoder takes this script's process, so killing the step kills the decoding
 # shellcheck disable=SC2086
-asr-kd ${threads:+--threads $threads} decode --model "$@" --lang-dir "$lang_dir" --lm "$lm" --cuts "$cuts" \
+exec asr-kd ${threads:+--threads $threads} decode --model "$@" --lang-dir "$lang_dir" --lm "$lm" --cuts "$cuts" \
   --out-dir "$out_dir" "${scoring[@]}" --subset-every "$subset_every" --nj "$nj" $decode_opts

@@ -7,6 +7,7 @@
 """
 from asr_kd.distill.ensemble import ensemble_log_probs, ensemble_probs
 from asr_kd.distill.losses import (
+    HARD_WEIGHT,
     DistillationLoss,
     distillation_loss,
     logit_matching_loss,
@@ -16,6 +17,7 @@ from asr_kd.distill.losses import (
 )
 
 __all__ = [
+    "HARD_WEIGHT",
     "DistillationLoss",
     "distillation_loss",
     "ensemble_log_probs",

@@ -17,6 +17,10 @@ import torch.nn.functional as F
 
 from asr_kd.distill.ensemble import ensemble_probs
 
+# The weight of the hard-label term beside the T^2-scaled soft term: every recipe's default
+# (speech, MNIST, specialists) and the shell recipes' hard_weight in local/defaults.sh.
+HARD_WEIGHT = 0.5
+
 
 def tempered_softmax(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """softmax(z / T) over the last dimension, computed in float32 at least."""
@@ -71,7 +75,7 @@ def distillation_loss(
     soft_targets: Optional[torch.Tensor] = None,
     hard_labels: Optional[torch.Tensor] = None,
     temperature: float = 1.0,
-    hard_weight: float = 0.5,
+    hard_weight: float = HARD_WEIGHT,
     soft_weight: float = 1.0,
     teacher_logits: Optional[torch.Tensor] = None,
     logit_matching: bool = False,
@@ -117,7 +121,7 @@ class DistillationLoss:
     """
 
     temperature: float = 1.0
-    hard_weight: float = 0.5
+    hard_weight: float = HARD_WEIGHT
     soft_weight: float = 1.0
     logit_matching: bool = False
     ensemble_method: str = "arithmetic"

@@ -33,7 +33,7 @@ import torch
 from tqdm import tqdm
 
 from asr_kd.config import option
-from asr_kd.distill import DistillationLoss, ensemble_probs
+from asr_kd.distill import HARD_WEIGHT, DistillationLoss, ensemble_probs
 from asr_kd.nnet.data import FrameSet, frame_batches
 from asr_kd.nnet.stream import StreamFrameSet
 from asr_kd.nnet.model import Dnn, DnnConfig, Ensemble, save_model
@@ -70,7 +70,7 @@ class TrainConfig:
     grad_clip: float = option(0.0, "clip the gradient's L2 norm to this (0 = off)")
     # distillation (used when teachers are given)
     temperature: float = option(1.0, "distillation temperature", flag=False)  # the command takes several
-    hard_weight: float = option(0.5, "distillation: weight of the hard-label term (the soft term is scaled by T^2)")
+    hard_weight: float = option(HARD_WEIGHT, "distillation: weight of the hard-label term (the soft term is scaled by T^2)")
     soft_weight: float = option(1.0, "distillation: weight of the soft-target term")
     ensemble_method: str = option("arithmetic", "distillation: mean of the teachers' distributions",
                                   choices=("arithmetic", "geometric"))

@@ -38,7 +38,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from asr_kd.config import argv_command, option, quick_values
-from asr_kd.distill import tempered_softmax
+from asr_kd.distill import HARD_WEIGHT, tempered_softmax
 from asr_kd.results import load_results, update_results
 from asr_kd.utils import atomic_path, read_json, write_json
 from asr_kd.vision import mnist as M
@@ -93,7 +93,7 @@ class MnistConfig:
     student_hidden: Tuple[int, ...] = setting((800, 800), "baseline / distilled hidden layers", flag=False)
     student_epochs: int = setting(20, "baseline and distilled student epochs", quick=2)
     temperature: float = setting(20.0, "distillation temperature (distill, transfer)")
-    hard_weight: float = setting(0.5, "weight of the hard-label term in distillation")
+    hard_weight: float = setting(HARD_WEIGHT, "weight of the hard-label term in distillation")
     # At high T the T^2-scaled soft loss behaves like a squared error on the logits (unbounded
     # gradients) and diverged at lr 0.1 on the dev set; distillation runs clip the gradient norm.
     distill_grad_clip: float = setting(2.0, "gradient-norm clip of distillation runs (hard-label runs: none)")

@@ -42,7 +42,7 @@ import torch
 from tqdm import tqdm
 
 from asr_kd.config import argv_command, option, quick_values
-from asr_kd.distill import tempered_softmax
+from asr_kd.distill import HARD_WEIGHT, tempered_softmax
 from asr_kd.results import update_results
 from asr_kd.utils import atomic_path, read_json, seed_everything, setup_logging, write_json
 from asr_kd.vision.cifar import (
@@ -124,7 +124,7 @@ class SpecialistsConfig:
     spec_epochs: int = option(3, "passes over each specialist's special subset", group=SPECIALISTS, quick=1)
     spec_lr: float = option(0.02, "specialists' peak learning rate", group=SPECIALISTS)
     temperature: float = option(2.0, "full-soft: temperature of the soft targets", group=SPECIALISTS)
-    hard_weight: float = option(0.5, "full-soft: weight of the hard-label term", group=SPECIALISTS)
+    hard_weight: float = option(HARD_WEIGHT, "full-soft: weight of the hard-label term", group=SPECIALISTS)
     jobs: int = option(1, "specialists trained at once (processes)", group=SPECIALISTS)
     top_n: int = option(1, "generalist's top-n classes that activate specialists (paper: 1)", group=INFERENCE)
     top_n_candidates: Tuple[int, ...] = option((1, 2, 3), "also choose n on the validation split among these",

@@ -50,7 +50,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from asr_kd.distill import DistillationLoss
+from asr_kd.distill import HARD_WEIGHT, DistillationLoss
 from asr_kd.utils import atomic_path, autocast, resolve_dtype, seed_everything, training_lock
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class TrainConfig:
     grad_clip: Optional[float] = None
     # Distillation (used when soft targets or a teacher are given).
     temperature: float = 1.0
-    hard_weight: float = 0.5
+    hard_weight: float = HARD_WEIGHT
     soft_weight: float = 1.0
     precision: str = "auto"
     seed: int = 0

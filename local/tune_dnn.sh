@@ -33,23 +33,36 @@ tune_one() {  # tune_one NAME OPTIONS...
   local dir=exp/tune_dnn/$name
   # A configuration may train on other cuts (--cuts data/senones/X_cuts_train_sp.jsonl.gz): its own frames cache.
   # and another preset (--preset cpu), which is then the one its row names.
-  local cuts=data/senones/${corpus}_cuts_train.jsonl.gz prev= net=$preset
+  # Students at several temperatures (--temperature 1 5 10) train together, one teacher pass, into
+  # $dir-T1, $dir-T5, ...; each gets its row.
+  local cuts=data/senones/${corpus}_cuts_train.jsonl.gz prev= net=$preset temps=() in_temps=false
   for a; do
     [ "$prev" = --cuts ] && cuts=$a
     [ "$prev" = --preset ] && net=$a
+    if [ "$a" = --temperature ]; then in_temps=true
+    elif [[ $a == --* ]]; then in_temps=false
+    elif $in_temps; then temps+=("$a"); fi
     prev=$a
   done
   local cache=data/frames/$(basename "$cuts" .jsonl.gz | sed "s/^${corpus}_cuts_//").pt
-  log "DNN configuration $name: $* -> $dir"
+  local dirs=("$dir") systems=("dnn-$name") t
+  if [ ${#temps[@]} -gt 1 ]; then
+    dirs=() systems=()
+    for t in "${temps[@]}"; do dirs+=("$dir-T$t"); systems+=("dnn-$name-T$t"); done
+  fi
+  log "DNN configuration $name: $* -> ${dirs[*]}"
   asr-kd nnet train --cuts $cuts --dev-cuts data/senones/${corpus}_cuts_dev.jsonl.gz \
-    --gmm-dir $gmm --exp-dir $dir --preset $preset --frames-cache $cache --no-progress \
+    --gmm-dir $gmm --exp-dir "${dirs[@]}" --preset $preset --frames-cache $cache --no-progress \
     $common_opts "$@" > $dir.log 2>&1
-  asr-kd decode --model $dir/final.pt --lang-dir data/lang --lm $G --cuts data/fbank/${corpus}_cuts_dev.jsonl.gz \
-    --out-dir $dir/decode_dev --lm-weights $lm_weights --word-ins-penalties $word_ins_penalties $decode_opts \
-    >> $dir.log 2>&1
-  asr-kd report --table "$table" --system "dnn-$name" --set dev --note "$note" \
-    --command "cd recipes/$corpus && $cmdline" --decode-dir $dir/decode_dev --summary $dir/summary.json \
-    --field "options=${*:-(none)}" preset=$net
+  local i
+  for i in "${!dirs[@]}"; do
+    asr-kd decode --model ${dirs[$i]}/final.pt --lang-dir data/lang --lm $G \
+      --cuts data/fbank/${corpus}_cuts_dev.jsonl.gz --out-dir ${dirs[$i]}/decode_dev --lm-weights $lm_weights \
+      --word-ins-penalties $word_ins_penalties $decode_opts >> $dir.log 2>&1
+    asr-kd report --table "$table" --system "${systems[$i]}" --set dev --note "$note" \
+      --command "cd recipes/$corpus && $cmdline" --decode-dir ${dirs[$i]}/decode_dev --summary ${dirs[$i]}/summary.json \
+      --field "options=${*:-(none)}" preset=$net
+  done
 }
 
 # Parallel jobs may both build data/frames/train.pt the first time; it is written atomically.

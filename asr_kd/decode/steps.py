@@ -215,8 +215,8 @@ def decode_parallel(scorer, graph, items, opts, lm_weights, penalties=(0.0,), nj
     if nj <= 1 or len(shards) <= 1 or loader is None:
         return decode_items(scorer, graph, items, opts, lm_weights, penalties)
     scorer.fit_cmvn(items)
-    ctx = multiprocessing.get_context("spawn")  # not fork: the parent has threads (torch, tqdm)
-    with ProcessPoolExecutor(len(shards), mp_context=ctx, initializer=_start_job,
+    spawn = multiprocessing.get_context("spawn")  # not fork: the parent has threads (torch, tqdm)
+    with ProcessPoolExecutor(len(shards), mp_context=spawn, initializer=_start_job,
                              initargs=(os.getpid(), loader, loader_args, scorer.cmvn)) as pool:
         futures = [pool.submit(_decode_job, [items[i] for i in s], opts, lm_weights, penalties) for s in shards]
         parts = [f.result() for f in tqdm(futures, desc=f"decode ({len(shards)} jobs)", unit="job")]

@@ -62,7 +62,8 @@ def row_from_files(system: str, set_name: str, decode_dir: Optional[Path] = None
 
 def add_gain_recovered(rows: list) -> None:
     """The gain of each distilled row over the baseline, as a % of the ensemble's gain: in frame
-    accuracy (gain_recovered_pct, the paper's measure) and in WER (wer_gain_recovered_pct)."""
+    accuracy (gain_recovered_pct, the paper's measure) and in WER (wer_gain_recovered_pct); none
+    where the ensemble is no better than the baseline (there is no gain to recover)."""
     by = {(r["system"], r["set"]): r for r in rows}
     for r in rows:
         if not r["system"].startswith("dnn-distilled"):
@@ -71,10 +72,10 @@ def add_gain_recovered(rows: list) -> None:
         ens = next((x for (s, st), x in by.items() if s.startswith("dnn-ensemble") and st == r["set"]), None)
         if not (base and ens):
             continue
-        for key, out in (("frame_accuracy", "gain_recovered_pct"), ("wer", "wer_gain_recovered_pct")):
+        for key, out, sign in (("frame_accuracy", "gain_recovered_pct", 1), ("wer", "wer_gain_recovered_pct", -1)):
             if None not in (r.get(key), base.get(key), ens.get(key)):
                 gain = ens[key] - base[key]
-                r[out] = round(100.0 * (r[key] - base[key]) / gain, 1) if gain else None
+                r[out] = round(100.0 * (r[key] - base[key]) / gain, 1) if sign * gain > 0 else None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

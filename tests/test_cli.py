@@ -134,6 +134,10 @@ def test_report_recovered_gain(tmp_path):
     add_gain_recovered(rows)
     assert rows[2]["gain_recovered_pct"] == 75.0
     assert rows[2]["wer_gain_recovered_pct"] == -25.0  # a student worse than the baseline recovers less than none
+    rows[1]["wer"] = 21.0  # an ensemble worse than the baseline in WER: no WER gain to recover
+    rows[1]["frame_accuracy"] = 50.0  # nor any frame-accuracy gain
+    add_gain_recovered(rows)
+    assert rows[2]["wer_gain_recovered_pct"] is None and rows[2]["gain_recovered_pct"] is None
 
 
 def test_outputs_fresh_follows_make_rule(tmp_path):

@@ -24,7 +24,7 @@ pytest.importorskip("k2")
 
 REPO = Path(__file__).resolve().parents[1]
 KALDI_WER = re.compile(r"^%WER \d+\.\d\d \[ \d+ / \d+, \d+ ins, \d+ del, \d+ sub \]")
-SYSTEMS = ["gmm-tri", "dnn-baseline", "dnn-ensemble-2", "dnn-distilled-2", "export-dnn_seed1"]
+SYSTEMS = ["gmm-tri", "dnn-baseline", "dnn-ensemble-2", "dnn-distilled-T2", "export-dnn_seed1"]
 QUICK = ["--lm-weights", "8 12", "--word-ins-penalties", "0.0", "--nj", "1"]
 
 

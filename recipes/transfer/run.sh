@@ -166,7 +166,7 @@ if stage_on 7; then
   [ -n "$students" ] || log "skipped: no ${source_recipe:-source recipe}/exp/dnn_distilled_T*"
   for d in $students; do
     if [ -f $d/final.pt ]; then
-      decode_system dnn-distilled-${d##*_T} --model $d/final.pt
+      decode_system dnn-distilled-T${d##*_T} --model $d/final.pt
     else
       log "skipped: $d/final.pt not found (still training?)"
     fi

@@ -73,10 +73,6 @@ declare table="Transfer: $name decoded by $by"
 declare lm_from=${lm_text:-"the dev transcripts"}
 declare note="Data: $data_dir, resampled to $sampling_rate Hz; dev: $dev_speakers whole speakers (named in $manifests/${name}_prepare.json with the entries skipped), test: the other speakers. Vocabulary: the dev transcripts${lexicon:+ and $lexicon}, pronounced on the models' phone set ($phone_table). LM: ${lm_order}-gram${lm_opts:+ ($lm_opts)} from $lm_from (never from the test transcripts), interpolated with a uniform distribution over the vocabulary. LM weight and word insertion penalty: best on dev, applied to test. Models: ${source_recipe:-} ${model_dirs}"
 
-report_row() {  # report_row SYSTEM SET [asr-kd report options]
-  asr-kd report --table "$table" --system "$1" --set "$2" --command "$command" "${@:3}"
-}
-
 # decode_system SYSTEM [asr-kd decode model options]: dev at every LM weight and penalty, test at dev's
 # best; the HCLG is built under exp/<set>/SYSTEM (never in the source recipe); dev and test rows.
 decode_system() {
@@ -90,8 +86,8 @@ decode_system() {
     --lm-weights $lm_weights --word-ins-penalties $word_ins_penalties
   # shellcheck disable=SC2086
   asr-kd decode "$@" $common --cuts $(cuts_of test) --out-dir $dir/decode_test --tuned-on $dir/decode_dev
-  report_row "$system" dev --decode-dir $dir/decode_dev --note "$note"
-  report_row "$system" test --decode-dir $dir/decode_test
+  report_row "$table" "$system" dev --decode-dir $dir/decode_dev --note "$note"
+  report_row "$table" "$system" test --decode-dir $dir/decode_test
 }
 
 if stage_on 0; then

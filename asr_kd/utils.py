@@ -192,7 +192,7 @@ def resolve_dtype(dtype: str, device: str = "cpu") -> str:
     if dtype == "auto":
         return "bf16" if fast_bf16(device) else "fp32"
     if dtype not in ("bf16", "fp32"):
-        raise ValueError(f"unknown precision {dtype!r}; choose from ('auto', 'bf16', 'fp32')")
+        raise ValueError(f"unknown dtype {dtype!r}; choose from ('auto', 'bf16', 'fp32')")
     return dtype
 
 

@@ -13,7 +13,7 @@ from asr_kd.vision.train import (
     count_errors,
     lr_factor,
     predict_logits,
-    resolve_precision,
+    resolve_dtype,
     train_classifier,
 )
 
@@ -37,12 +37,12 @@ def quick(**kw):
     return TrainConfig(**base)
 
 
-@pytest.mark.parametrize("precision", ["bf16", "fp32"])
-def test_hard_label_training_learns(precision):
+@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
+def test_hard_label_training_learns(dtype):
     x, y = blobs()
     model = mlp()
     before = count_errors(predict_logits(model, x), y)
-    hist = train_classifier(model, x, y, quick(precision=precision))
+    hist = train_classifier(model, x, y, quick(dtype=dtype))
     after = count_errors(predict_logits(model, x), y)
     assert before > 50 and after < 10
     assert len(hist.epochs) == 5 and hist.epochs[-1]["loss"] < hist.epochs[0]["loss"]
@@ -54,7 +54,7 @@ def test_same_seed_same_weights_and_different_seed_differs():
     ws = []
     for seed in (1, 1, 2):
         m = mlp()
-        train_classifier(m, x, y, quick(epochs=2, seed=seed, precision="fp32"))
+        train_classifier(m, x, y, quick(epochs=2, seed=seed, dtype="fp32"))
         ws.append(m[0].weight.detach().clone())
     assert torch.equal(ws[0], ws[1])
     assert not torch.equal(ws[0], ws[2])
@@ -63,7 +63,7 @@ def test_same_seed_same_weights_and_different_seed_differs():
 def test_interrupted_run_resumes_from_its_checkpoint(tmp_path):
     x, y = blobs()
     noise = lambda xb: xb + 0.1 * torch.randn_like(xb)  # noqa: E731  (draws from the global RNG)
-    cfg = quick(epochs=4, precision="fp32")
+    cfg = quick(epochs=4, dtype="fp32")
 
     def dropout_mlp():
         torch.manual_seed(0)
@@ -91,7 +91,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path):
     for a, b in zip(whole.parameters(), resumed.parameters()):
         assert torch.allclose(a, b, atol=1e-6)
     with pytest.raises(ValueError, match="different training run"):
-        train_classifier(dropout_mlp(), x, y, quick(epochs=5, precision="fp32"), checkpoint=ck)
+        train_classifier(dropout_mlp(), x, y, quick(epochs=5, dtype="fp32"), checkpoint=ck)
 
 
 def test_distillation_from_soft_targets_and_from_teacher_callable():
@@ -103,11 +103,11 @@ def test_distillation_from_soft_targets_and_from_teacher_callable():
     soft = tempered_softmax(t_logits, T)
     # pure soft targets (no labels at all): the student still learns the task
     s1 = mlp(seed=5)
-    train_classifier(s1, x, None, quick(epochs=8, temperature=T, precision="fp32"), soft_targets=soft)
+    train_classifier(s1, x, None, quick(epochs=8, temperature=T, dtype="fp32"), soft_targets=soft)
     assert count_errors(predict_logits(s1, x), y) < 15
     # the teacher run on the fly gives the same targets (no augmentation) -> same student
     s2 = mlp(seed=5)
-    train_classifier(s2, x, None, quick(epochs=8, temperature=T, precision="fp32"), teacher=teacher)
+    train_classifier(s2, x, None, quick(epochs=8, temperature=T, dtype="fp32"), teacher=teacher)
     z1, z2 = predict_logits(s1, x), predict_logits(s2, x)
     assert torch.allclose(z1, z2, atol=1e-3)
     # the students mimic the teacher's tempered distribution closely
@@ -181,7 +181,7 @@ def test_lr_schedules():
     with pytest.raises(ValueError):
         TrainConfig(lr_schedule="linear")
     with pytest.raises(ValueError):
-        TrainConfig(precision="fp16")
+        TrainConfig(dtype="fp16")
 
 
 def test_predict_restores_mode_and_counts():
@@ -211,17 +211,17 @@ def test_nan_loss_raises():
     x, y = blobs(n=32)
     x[0] = math.nan
     with pytest.raises(FloatingPointError):
-        train_classifier(mlp(), x, y, quick(epochs=1, batch_size=32, precision="fp32"))
+        train_classifier(mlp(), x, y, quick(epochs=1, batch_size=32, dtype="fp32"))
 
 
-def test_resolve_precision():
-    assert resolve_precision("fp32", "cpu") == "fp32"
-    assert resolve_precision("bf16", "cpu") == "bf16"
+def test_resolve_dtype():
+    assert resolve_dtype("fp32", "cpu") == "fp32"
+    assert resolve_dtype("bf16", "cpu") == "bf16"
     flags = open("/proc/cpuinfo").read() if __import__("os").path.exists("/proc/cpuinfo") else ""
     native = "avx512_bf16" in flags or "amx_bf16" in flags
-    assert resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
+    assert resolve_dtype("auto", "cpu") == ("bf16" if native else "fp32")
     with pytest.raises(ValueError):
-        resolve_precision("fp16", "cpu")
+        resolve_dtype("fp16", "cpu")
 
 
 def test_second_run_on_one_checkpoint_fails_at_once(tmp_path):
@@ -229,7 +229,7 @@ def test_second_run_on_one_checkpoint_fails_at_once(tmp_path):
     ck = tmp_path / "ck.pt"
     with exclusive_lock(tmp_path / ".ck.pt.train.lock"):
         with pytest.raises(UserError, match="another process is training in"):
-            train_classifier(mlp(), x, y, quick(epochs=1, precision="fp32"), checkpoint=ck)
+            train_classifier(mlp(), x, y, quick(epochs=1, dtype="fp32"), checkpoint=ck)
     assert not ck.exists()
-    train_classifier(mlp(), x, y, quick(epochs=1, precision="fp32"), checkpoint=ck)
+    train_classifier(mlp(), x, y, quick(epochs=1, dtype="fp32"), checkpoint=ck)
     assert ck.exists()

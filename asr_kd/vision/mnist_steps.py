@@ -43,7 +43,7 @@ from asr_kd.results import load_results, update_results
 from asr_kd.utils import atomic_path, read_json, write_json
 from asr_kd.vision import mnist as M
 from asr_kd.vision.recipe import paper_note
-from asr_kd.vision.train import PRECISIONS, TrainConfig, TrainHistory, count_errors, predict_logits, train_classifier
+from asr_kd.vision.train import DTYPES, TrainConfig, TrainHistory, count_errors, predict_logits, train_classifier
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class MnistConfig:
     force: bool = option(False, "redo a step even if its outputs exist")
     seed: int = option(0, "seed of every net's initialisation and training")
     device: str = option("cpu", "torch device")
-    precision: str = option("auto", "auto: bf16 only where the hardware runs it natively", choices=PRECISIONS)
+    dtype: str = option("auto", "auto: bf16 only where the hardware runs it natively", choices=DTYPES)
     threads: int = option(0, "torch threads (0: leave torch's default)")
     no_progress: bool = option(False, "no tqdm bars")
     valid_size: int = setting(10000, "last training images held out as the dev set", quick=1000)
@@ -115,7 +115,7 @@ class MnistConfig:
     def train_config(self, epochs: int, desc: str, **kw) -> TrainConfig:
         return TrainConfig(**{
             **dict(epochs=epochs, batch_size=self.batch_size, lr=self.lr, momentum=self.momentum, nesterov=True,
-                   lr_schedule="cosine", precision=self.precision, seed=self.seed, device=self.device,
+                   lr_schedule="cosine", dtype=self.dtype, seed=self.seed, device=self.device,
                    progress=not self.no_progress, desc=desc),
             **kw,
         })

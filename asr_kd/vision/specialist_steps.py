@@ -55,7 +55,7 @@ from asr_kd.vision.specialists import (
     active_specialists, adjusted_rand_index, cluster_classes, cluster_purity, combine_kl, correct_dustbin_bias,
     dustbin_labels, oversampling_log_factor, prediction_covariance, special_hard_soft_targets, within_covariance,
 )
-from asr_kd.vision.train import PRECISIONS, TrainConfig, predict_logits, resolve_precision, train_classifier
+from asr_kd.vision.train import DTYPES, TrainConfig, predict_logits, resolve_dtype, train_classifier
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +98,9 @@ class SpecialistsConfig:
     table_suffix: str = option("", "appended to the names of the RESULTS tables written (for extra experiments)",
                                group=DATA)
     device: str = option(default_factory=default_device, help="torch device", group=TRAIN)
-    precision: str = option(
+    dtype: str = option(
         "auto", "auto: bf16 autocast where the hardware has fast bf16 (CUDA, AVX512-BF16/AMX CPUs), else fp32 "
-        "(emulated bf16 convolutions were ~20x slower than fp32 on this AVX2 CPU)", choices=PRECISIONS, group=TRAIN)
+        "(emulated bf16 convolutions were ~20x slower than fp32 on this AVX2 CPU)", choices=DTYPES, group=TRAIN)
     threads: int = option(0, "torch CPU threads (0 = torch's default)", group=TRAIN)
     seed: int = option(0, "seed of the split, the nets and the clusterings", group=TRAIN)
     width: int = option(16, "CNN width (channels of the first conv)", group=TRAIN, quick=8)
@@ -213,23 +213,23 @@ def generalist(cfg: SpecialistsConfig, command: Optional[str] = None) -> Optiona
     data = load_data(cfg)
     seed_everything(cfg.seed)
     model = CifarCNN(NUM_CLASSES, cfg.width, cfg.dropout)
-    prec = resolve_precision(cfg.precision, cfg.device)
+    dtype = resolve_dtype(cfg.dtype, cfg.device)
     norm = Normalize()
 
     def eval_fn(m, epoch):
-        z = predict_logits(m, data["x_val"], 500, cfg.device, prec, transform=norm)
+        z = predict_logits(m, data["x_val"], 500, cfg.device, dtype, transform=norm)
         acc = accuracy_percent(z, data["y_val"])
         return {"val_accuracy": acc, "val_error": 100 - acc}
 
     train_cfg = TrainConfig(
         epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, momentum=0.9, nesterov=True,
         weight_decay=cfg.weight_decay, lr_schedule="cosine", warmup_epochs=min(1.0, cfg.epochs / 4),
-        precision=prec, seed=cfg.seed, device=cfg.device, desc="generalist",
+        dtype=dtype, seed=cfg.seed, device=cfg.device, desc="generalist",
     )
     hist = train_classifier(model, data["x_train"], data["y_train"], train_cfg, augment=TrainTransform(),
                             eval_fn=eval_fn)
     logits = {
-        split: predict_logits(model, data[f"x_{split}"], 500, cfg.device, prec, transform=norm)
+        split: predict_logits(model, data[f"x_{split}"], 500, cfg.device, dtype, transform=norm)
         for split in ("train", "val", "test")
     }
     logits.update({f"y_{s}": data[f"y_{s}"] for s in ("train", "val", "test")})
@@ -244,7 +244,7 @@ def generalist(cfg: SpecialistsConfig, command: Optional[str] = None) -> Optiona
     rows = [{
         "system": "generalist", "set": "dev" if split == "val" else split,
         "accuracy": accuracy_percent(logits[split], logits[f"y_{split}"]), "images": len(logits[f"y_{split}"]),
-        "width": cfg.width, "params": params, "epochs": cfg.epochs, "device": cfg.device, "precision": prec,
+        "width": cfg.width, "params": params, "epochs": cfg.epochs, "device": cfg.device, "dtype": dtype,
         "wall_s": round(hist.wall_s, 1), "command": command,
     } for split in ("train", "val", "test")]
     table = cfg.table(GENERALIST_TABLE)
@@ -335,7 +335,7 @@ def train_one_specialist(cfg: SpecialistsConfig, m: int, classes: List[int], var
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     data = data or load_data(cfg)
-    prec = resolve_precision(cfg.precision, cfg.device)
+    dtype = resolve_dtype(cfg.dtype, cfg.device)
     norm = Normalize()
     generalist_model = load_generalist(cfg)
     x, y = data["x_train"], data["y_train"]
@@ -354,7 +354,7 @@ def train_one_specialist(cfg: SpecialistsConfig, m: int, classes: List[int], var
     model = make_specialist(generalist_model, classes, dustbin=dustbin)
     train_cfg = TrainConfig(
         epochs=1, batch_size=cfg.batch_size, lr=cfg.spec_lr, momentum=0.9, nesterov=True,
-        weight_decay=cfg.weight_decay, lr_schedule="cosine", precision=prec,
+        weight_decay=cfg.weight_decay, lr_schedule="cosine", dtype=dtype,
         seed=cfg.seed + m, device=cfg.device, desc=f"{variant}-{m:02d}", progress=False,
         temperature=cfg.temperature, hard_weight=cfg.hard_weight, soft_weight=1.0,
     )
@@ -373,9 +373,9 @@ def train_one_specialist(cfg: SpecialistsConfig, m: int, classes: List[int], var
         with torch.no_grad():
             model.head.bias[~special.to(model.head.bias.device)] += log_factor
     logits = {
-        "val": predict_logits(model, data["x_val"], 500, cfg.device, prec, transform=norm),
-        "test": predict_logits(model, data["x_test"], 500, cfg.device, prec, transform=norm),
-        "train_special": predict_logits(model, x[sp_idx], 500, cfg.device, prec, transform=norm),
+        "val": predict_logits(model, data["x_val"], 500, cfg.device, dtype, transform=norm),
+        "test": predict_logits(model, data["x_test"], 500, cfg.device, dtype, transform=norm),
+        "train_special": predict_logits(model, x[sp_idx], 500, cfg.device, dtype, transform=norm),
         "train_special_index": sp_idx,
     }
     with atomic_path(out) as tmp:

@@ -5,7 +5,7 @@ Used by the image recipes (MNIST, CIFAR-100 specialists). The losses come from
 
 - :class:`TrainConfig`: every knob of a run (epochs, batch size, SGD with momentum and an optional
   momentum ramp, lr schedule ``constant|cosine|step|exp`` with linear warm-up, weight decay,
-  max-norm, gradient clipping, distillation temperature and term weights, ``precision``
+  max-norm, gradient clipping, distillation temperature and term weights, ``dtype``
   ``auto|bf16|fp32`` (bf16 = autocast with fp32 master weights and an fp32 loss; ``auto``, the
   default, picks bf16 only where the hardware runs it natively: CUDA with bf16 support, or a CPU
   with AVX512-BF16/AMX. On an AVX2-only CPU, torch's CPU bf16 matmul is emulated and measured
@@ -26,12 +26,12 @@ Used by the image recipes (MNIST, CIFAR-100 specialists). The losses come from
   * ``checkpoint``: a file written (atomically) after every epoch with the model, optimizer, RNG
     states and history; a run that finds one made with the same config resumes after its last
     epoch and ends where an uninterrupted run would (long CPU runs survive an interruption).
-- :func:`predict_logits` ``(model, x, batch_size=1000, device="cpu", precision="fp32")``: fp32
+- :func:`predict_logits` ``(model, x, batch_size=1000, device="cpu", dtype="fp32")``: fp32
   logits on the CPU, in eval mode (the model's previous mode is restored).
 - :func:`count_errors` ``(logits_or_predictions, labels) -> int``.
 - :func:`apply_max_norm` ``(model, max_norm)``: rescale each unit's incoming weight vector to an
   L2 norm of at most ``max_norm`` (Srebro & Shraibman; Hinton et al. 2012's dropout nets).
-- :func:`resolve_precision` ``(precision, device)`` and :func:`autocast` ``(device, precision)``.
+- :func:`resolve_dtype` ``(dtype, device)`` and :func:`autocast` ``(device, dtype)``.
 - :func:`lr_factor` ``(config, progress_in_epochs)``: the schedule's multiplier of ``config.lr``.
 """
 from __future__ import annotations
@@ -56,7 +56,7 @@ from asr_kd.utils import atomic_path, autocast, resolve_dtype, seed_everything, 
 log = logging.getLogger(__name__)
 
 SCHEDULES = ("constant", "cosine", "step", "exp")
-PRECISIONS = ("auto", "bf16", "fp32")
+DTYPES = ("auto", "bf16", "fp32")
 
 
 @dataclass
@@ -83,7 +83,7 @@ class TrainConfig:
     temperature: float = 1.0
     hard_weight: float = HARD_WEIGHT
     soft_weight: float = 1.0
-    precision: str = "auto"
+    dtype: str = "auto"
     seed: int = 0
     device: str = "cpu"
     drop_last: bool = False
@@ -95,8 +95,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.lr_schedule not in SCHEDULES:
             raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; choose from {SCHEDULES}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; choose from {PRECISIONS}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; choose from {DTYPES}")
         if self.epochs < 0 or self.batch_size < 1:
             raise ValueError("epochs must be >= 0 and batch_size >= 1")
 
@@ -120,10 +120,6 @@ class TrainHistory:
                 return rec[key]
         return default
 
-
-# One definition of the precision policy for the whole project (asr_kd.utils); the names this
-# module has always exported stay.
-resolve_precision = resolve_dtype
 
 
 def lr_factor(config: TrainConfig, progress: float) -> float:
@@ -180,7 +176,7 @@ def predict_logits(
     x: torch.Tensor,
     batch_size: int = 1000,
     device: str = "cpu",
-    precision: str = "fp32",
+    dtype: str = "fp32",
     transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> torch.Tensor:
     """fp32 logits ``[N, C]`` on the CPU of ``model`` on ``x``, in eval mode.
@@ -194,7 +190,7 @@ def predict_logits(
             xb = x[i : i + batch_size].to(device, non_blocking=True)
             if transform is not None:
                 xb = transform(xb)
-            with autocast(device, precision):
+            with autocast(device, dtype):
                 z = model(xb)
             out.append(z.float().cpu())
     finally:
@@ -246,7 +242,7 @@ def _train_classifier(model, x, y, config, soft_targets, teacher, augment, eval_
     seed_everything(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     device = cfg.device
-    precision = resolve_precision(cfg.precision, device)
+    dtype = resolve_dtype(cfg.dtype, device)
     model.to(device)
     if isinstance(teacher, nn.Module):
         teacher.to(device).eval()
@@ -282,7 +278,7 @@ def _train_classifier(model, x, y, config, soft_targets, teacher, augment, eval_
         "%s: %d examples, %d epochs of %d steps, %s, %s on %s",
         cfg.desc, n, cfg.epochs, steps_per_epoch,
         "distillation T=%g" % cfg.temperature if distill else "hard labels",
-        precision, device,
+        dtype, device,
     )
 
     for epoch in range(first_epoch, cfg.epochs + 1):
@@ -309,7 +305,7 @@ def _train_classifier(model, x, y, config, soft_targets, teacher, augment, eval_
             yb = y[idx].to(device, non_blocking=True) if y is not None else None
             if augment is not None:
                 xb = augment(xb)
-            with autocast(device, precision):
+            with autocast(device, dtype):
                 logits = model(xb)
                 t_logits = None
                 if teacher is not None:

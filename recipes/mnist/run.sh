@@ -18,7 +18,7 @@ mnist_dir=           # local directory with the 4 IDX .gz files (default: $CORPO
 download_dir=        # where to download them when mnist_dir lacks them (default: $exp_dir/download)
 threads=1            # torch threads; 1 is faster than 2 on a busy 2-core machine
 device=cpu
-precision=auto       # auto: bf16 only where the hardware runs it natively
+dtype=auto       # auto: bf16 only where the hardware runs it natively
 . ../../local/parse_options.sh
 . ../../local/path.sh
 
@@ -31,7 +31,7 @@ else
   opts=(--exp-dir "$exp_dir" --results-dir .)
 fi
 download_dir=${download_dir:-$exp_dir/download}
-opts+=(--threads "$threads" --device "$device" --precision "$precision")
+opts+=(--threads "$threads" --device "$device" --dtype "$dtype")
 [ "$force" = true ] && opts+=(--force)
 
 if stage_on 0; then

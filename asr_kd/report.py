@@ -16,8 +16,8 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from asr_kd.results import remove_rows, update_results
-from asr_kd.utils import UserError, read_json
+from asr_kd.results import paper_note, remove_rows, update_results
+from asr_kd.utils import UserError, error_text, read_json
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(seconds per hour of audio: acoustic model, search, total), e.g. one decoded with --nj 1 "
                              "on one thread")
     parser.add_argument("--field", nargs="*", default=[], metavar="KEY=VALUE", help="extra columns")
-    parser.add_argument("--note", help="text under the table's heading (e.g. the paper's numbers)")
+    parser.add_argument("--note", help="text under the table's heading")
+    parser.add_argument("--paper", type=Path,
+                        help="a paper.json (reference numbers and note templates, e.g. ../../local/paper.json): "
+                             "the note under the heading is its --note-key template filled in")
+    parser.add_argument("--note-key", help="with --paper: which of its notes (e.g. table1)")
     # dest: not "command", which names the asr-kd subcommand (error messages say "asr-kd report: ...")
     parser.add_argument("--command", dest="producing_command",
                         help="the exact command that produced the row (required unless --remove)")
@@ -127,7 +131,17 @@ def run(args) -> int:
     if args.set_name == "all":  # a row about the whole run (e.g. a stage's wall time) has no scores
         del row["wer"], row["frame_accuracy"]
         columns = ["system", "set"]
-    notes = {args.table: args.note} if args.note else None
+    note = args.note
+    if (args.paper is None) != (args.note_key is None):
+        raise UserError("--paper and --note-key go together")
+    if args.paper is not None:
+        if args.note:
+            raise UserError("give --note or --paper with --note-key, not both")
+        try:
+            note = paper_note(args.paper, args.note_key)
+        except KeyError as e:
+            raise UserError(error_text(e)) from e
+    notes = {args.table: note} if note else None
     # The recovered gain is computed from the table's rows as they are under the results lock.
     update_results(args.recipe_dir, [row], args.table, notes=notes, columns=columns,
                    finalize=add_gain_recovered if args.table.startswith("Table 1") else None)

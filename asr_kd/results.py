@@ -35,6 +35,15 @@ def load_results(recipe_dir: Pathlike) -> dict:
     return {"recipe": Path(recipe_dir).resolve().name, "rows": []}
 
 
+def paper_note(paper_json: Pathlike, key: str, **values) -> str:
+    """The note of table ``key`` in a recipe's ``paper.json``: its template (``notes``) filled in
+    with the paper's reference numbers (``reference``) and ``values`` (numbers of this run)."""
+    paper = read_json(paper_json)
+    if key not in paper.get("notes", {}):
+        raise KeyError(f"{paper_json} has no note {key!r} (it has {sorted(paper.get('notes', {}))})")
+    return paper["notes"][key].format(**paper.get("reference", {}), **values)
+
+
 def update_results(
     recipe_dir: Pathlike,
     rows: Iterable[dict],

@@ -62,6 +62,9 @@ need() {
   done
 }
 
+# The speech paper's numbers and the speech tables' notes (report_row ... --paper $paper --note-key table1)
+paper=../../local/paper.json
+
 # usage: report_row TABLE SYSTEM SET [asr-kd report options]: a row of the recipe's RESULTS.md and
 # results.json, under the command that made it ($command, set by the recipe)
 report_row() {

@@ -282,3 +282,15 @@ def test_report_removes_a_row(tmp_path):
     assert [(r["system"], r["set"]) for r in rows] == [("a", "test"), ("b", "dev")]
     assert "| b | test |" not in (tmp_path / "RESULTS.md").read_text()
     assert main(["report", "--recipe-dir", str(tmp_path), "--table", "T1", "--system", "c", "--set", "test"]) == 1
+
+
+def test_report_note_from_the_speech_paper_json(tmp_path):
+    """The speech tables' notes come from local/paper.json: its template filled in with the paper's numbers."""
+    args = ["report", "--recipe-dir", str(tmp_path), "--table", "Table 1", "--system", "b", "--set", "test",
+            "--command", "x", "--field", "wer=1"]
+    assert main([*args, "--paper", str(REPO / "local/paper.json"), "--note-key", "table1"]) == 0
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "baseline 58.9% frame accuracy / 10.9% WER, 10-model ensemble 61.1% / 10.7%" in text
+    assert "{" not in text
+    assert main([*args, "--paper", str(REPO / "local/paper.json"), "--note-key", "table9"]) == 1  # no such note
+    assert main([*args, "--note-key", "table1"]) == 1  # without --paper

@@ -5,13 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from asr_kd.utils import read_json
+from asr_kd import results
 
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 
 
 def paper_note(recipe: str, key: str, **values: Any) -> str:
-    """The note of table ``key`` in ``recipes/<recipe>/paper.json``: its template filled in with
-    the paper's reference numbers (``reference``) and ``values`` (numbers of this run)."""
-    paper = read_json(RECIPES_DIR / recipe / "paper.json")
-    return paper["notes"][key].format(**paper["reference"], **values)
+    """The note of table ``key`` in ``recipes/<recipe>/paper.json`` (:func:`asr_kd.results.paper_note`)."""
+    return results.paper_note(RECIPES_DIR / recipe / "paper.json", key, **values)

@@ -162,7 +162,6 @@ if stage_on 9; then
 fi
 
 table1="Table 1: baseline, ensemble of $num_teachers, distilled (speech, paper section 4)"
-note1="Paper (Hinton et al. 2015, Table 1; 2000 h Android voice search, 8x2560 DNNs, 10 models): baseline 58.9% frame accuracy / 10.9% WER, 10-model ensemble 61.1% / 10.7%, distilled single model 60.8% / 10.7%. gain_recovered_pct = (student - baseline) / (ensemble - baseline) frame accuracy."
 if stage_on 10; then
   need "9 (DNN teachers)" $teachers
   need "7 (alignment of dev, test)" data/senones/${corpus}_cuts_test.jsonl.gz
@@ -180,7 +179,7 @@ if stage_on 10; then
       data/fbank/${corpus}_cuts_test.jsonl.gz $dir/decode_test ${models//,/ }
   done
   report_row "$table1" dnn-baseline test --decode-dir exp/dnn_seed1/decode_test \
-    --frame-accuracy exp/dnn_seed1/eval_test.json --summary exp/dnn_seed1/summary.json --note "$note1"
+    --frame-accuracy exp/dnn_seed1/eval_test.json --summary exp/dnn_seed1/summary.json --paper $paper --note-key table1
   report_row "$table1" dnn-ensemble-$num_teachers test --decode-dir exp/dnn_ensemble/decode_test \
     --frame-accuracy exp/dnn_ensemble/eval_test.json
 fi
@@ -209,7 +208,6 @@ if stage_on 12; then
   pct=$(python -c "print(f'{100 * $subset_fraction:g}')")
   log "Stage 12: ${pct}% of the training data: hard targets (early stopping) vs soft targets (T=$subset_temperature)"
   table5="Table 5: ${pct}% of the training data (paper section 6)"
-  note5="Paper (Table 5; 3% of 2000 h): hard targets 67.3% train / 44.5% test frame accuracy (early stopped), soft targets 65.4% train / 57.0% test; all data, hard targets: 63.4% / 58.9%."
   # shellcheck disable=SC2086
   asr-kd nnet train $dnn_opts --exp-dir exp/dnn_3pct_hard --seed 201 --subset-fraction $subset_fraction \
     --epochs $subset_epochs --patience 2
@@ -223,7 +221,7 @@ if stage_on 12; then
     asr-kd nnet eval --models $dir/final.pt --cuts data/senones/${corpus}_cuts_test.jsonl.gz $(frames test) \
       --out $dir/eval_test.json
     report_row "$table5" dnn-3pct-$kind train --frame-accuracy $dir/eval_train.json --summary $dir/summary.json \
-      --note "$note5"
+      --paper $paper --note-key table5
     report_row "$table5" dnn-3pct-$kind test --frame-accuracy $dir/eval_test.json
   done
   asr-kd nnet eval --models exp/dnn_seed1/final.pt --cuts data/senones/${corpus}_cuts_$dnn_train.jsonl.gz \
@@ -236,12 +234,11 @@ if stage_on 13; then
   need "10 (baseline, ensemble decoded on dev)" exp/dnn_{seed1,ensemble}/decode_dev/decode.json
   log "Stage 13: what distillation buys: parameters and one-thread decoding speed on dev, ensemble vs students"
   table13="What distillation buys: size, speed and WER"
-  note13="The paper's reason to distil is the cost of running an ensemble. parameters: the acoustic model's weights (every member of the ensemble); acoustic_s_per_h / search_s_per_h / total_s_per_h: seconds of one job on one thread to decode an hour of audio (measured on dev, at dev's best LM weight): acoustic model, HCLG search, all; wer: test, from Table 1."
   for entry in $(dnn_systems $num_teachers "$temperatures"); do
     IFS=: read -r system dir models <<< "$entry"
     [ -f "$dir/decode_test/decode.json" ] || { log "$system: not decoded yet (stages 10-11); skipped"; continue; }
     "${decode[@]}" --nj 1 --threads 1 --tuned-on $dir/decode_dev \
       data/lang $G data/fbank/${corpus}_cuts_dev.jsonl.gz $dir/decode_dev_1thread ${models//,/ }
-    report_row "$table13" $system test --decode-dir $dir/decode_test --speed-dir $dir/decode_dev_1thread --note "$note13"
+    report_row "$table13" $system test --decode-dir $dir/decode_test --speed-dir $dir/decode_dev_1thread --paper $paper --note-key table13
   done
 fi

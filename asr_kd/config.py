@@ -7,10 +7,13 @@ every flag has a help line. :func:`command_line` writes the command that reprodu
 options that differ from their defaults), as RESULTS.md rows quote it.
 
 - :func:`option`: a dataclass field with its help (and optionally ``choices``, an argparse
-  ``group``, ``flag=False`` for fields with no flag of their own, ``quick=`` for a ``--quick``
-  preset value, ``setting=True`` for fields whose default is a preset's).
+  ``group``, a ``metavar``, ``flag=False`` for fields with no flag of their own, ``flag="--name"``
+  for a flag not named after its field, ``quick=`` for a ``--quick`` preset value,
+  ``setting=True`` for fields whose default is a preset's).
 - :class:`Flag`, :func:`config_flags`, :func:`add_flags`: one flag per field (``--exp-dir`` for
-  ``exp_dir``; ``bool`` fields are ``store_true`` switches; tuples are comma-separated lists).
+  ``exp_dir``; ``bool`` fields are switches: ``--name`` sets one that defaults to False,
+  ``--no-name`` clears one that defaults to True; tuples are comma-separated lists). A command may
+  take a subset of the fields, and its defaults from an instance (e.g. a per-step schedule).
 """
 from __future__ import annotations
 
@@ -49,11 +52,12 @@ class Flag:
     option: str
     default: Any
     help: str
-    is_switch: bool = False  # store_true
+    is_switch: bool = False  # store_true (store_false when the default is True: --no-NAME)
     parse: Optional[Callable[[str], Any]] = None
     format: Callable[[Any], str] = str
     choices: Optional[Sequence[str]] = None
     group: Optional[str] = None
+    metavar: Optional[str] = None
     preset: bool = False  # the default is the preset's (argparse leaves the flag out when not given)
 
 
@@ -75,22 +79,28 @@ def _parse_format(hint: Any) -> Tuple[Optional[Callable[[str], Any]], Callable[[
     return hint, str
 
 
-def config_flags(cls: type, preset: bool = False, extra_before: Optional[Mapping[str, Flag]] = None) -> List[Flag]:
+def config_flags(cls: type, preset: bool = False, extra_before: Optional[Mapping[str, Flag]] = None, *,
+                 defaults: Any = None, fields: Optional[Sequence[str]] = None) -> List[Flag]:
     """The flags of config dataclass ``cls``, in field order (fields with ``flag=False`` have none).
 
     ``preset=True``: fields declared with ``setting=True`` default to "the preset's value" (the
     full run's, or ``--quick``'s) and appear in the namespace only when given. ``extra_before``
-    inserts command-only flags (e.g. ``--quick``) before the named field's flag.
+    inserts command-only flags (e.g. ``--quick``) before the named field's flag. ``defaults``: an
+    instance of ``cls`` whose values are the flags' defaults instead of the fields' (e.g. the
+    schedule of one training step). ``fields``: only these fields get a flag.
     """
     hints = typing.get_type_hints(cls)
     extra_before = extra_before or {}
+    unknown = set(fields or ()) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no fields {sorted(unknown)}")
     flags = []
     for f in dataclasses.fields(cls):
         if f.name in extra_before:
             flags.append(extra_before[f.name])
-        if not f.metadata.get("flag", True):
+        if not f.metadata.get("flag", True) or (fields is not None and f.name not in fields):
             continue
-        default = field_default(f)
+        default = field_default(f) if defaults is None else getattr(defaults, f.name)
         is_preset = preset and f.metadata.get("setting", False)
         is_switch = hints[f.name] is bool
         parse, fmt = (None, str) if is_switch else _parse_format(hints[f.name])
@@ -100,9 +110,15 @@ def config_flags(cls: type, preset: bool = False, extra_before: Optional[Mapping
             if "quick" in f.metadata:
                 shown.append(f"--quick: {fmt(f.metadata['quick'])}")
             help_ += f" ({'; '.join(shown)})"
+        if isinstance(f.metadata.get("flag"), str):
+            flag_name = f.metadata["flag"]  # not named after its field (e.g. a name the recipes use)
+        elif is_switch and default is True:
+            flag_name = "--no-" + f.name.replace("_", "-")
+        else:
+            flag_name = "--" + f.name.replace("_", "-")
         flags.append(Flag(
-            dest=f.name, option="--" + f.name.replace("_", "-"), default=default, help=help_, is_switch=is_switch,
-            parse=parse, format=fmt, choices=f.metadata.get("choices"), group=f.metadata.get("group"),
+            dest=f.name, option=flag_name, default=default, help=help_, is_switch=is_switch, parse=parse, format=fmt,
+            choices=f.metadata.get("choices"), group=f.metadata.get("group"), metavar=f.metadata.get("metavar"),
             preset=is_preset,
         ))
     return flags
@@ -116,9 +132,13 @@ def add_flags(parser: argparse.ArgumentParser, flags: Sequence[Flag]) -> None:
             target = groups.get(flag.group) or groups.setdefault(flag.group, parser.add_argument_group(flag.group))
         default = argparse.SUPPRESS if flag.preset else flag.default
         if flag.is_switch:
-            target.add_argument(flag.option, action="store_true", default=default, help=flag.help)
-        else:
-            target.add_argument(flag.option, type=flag.parse, default=default, choices=flag.choices, help=flag.help)
+            action = "store_false" if flag.default is True else "store_true"
+            target.add_argument(flag.option, dest=flag.dest, action=action, default=default, help=flag.help)
+            continue
+        if isinstance(default, tuple):
+            default = flag.format(default)  # shown as typed (1,2,3); argparse parses a string default
+        target.add_argument(flag.option, dest=flag.dest, type=flag.parse, default=default, choices=flag.choices,
+                            metavar=flag.metavar, help=flag.help)
 
 
 def command_line(words: Sequence[str], args: argparse.Namespace, flags: Sequence[Flag]) -> str:

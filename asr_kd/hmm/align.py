@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from asr_kd.config import option
 from asr_kd.hmm.gmm import DiagGmmSet
 from asr_kd.hmm.graph import AlignError, build_template, lookup_words, transcript_dag
 from asr_kd.hmm.lang_io import LangInfo
@@ -123,17 +124,24 @@ def report_failures(failures: Dict[str, str], total: int) -> None:
 
 @dataclass
 class AlignOpts:
-    acoustic_scale: float = 0.1
+    """How utterances are forced-aligned; ``asr-kd gmm mono|tri|align|kaldi-compare`` make a flag
+    of each field that has one (help as below)."""
+
+    acoustic_scale: float = option(0.1, "scale of the GMM log-likelihoods against the HMM's transition "
+                                        "log-probabilities in the alignment (Kaldi's --acoustic-scale)")
     # Kaldi aligns with --transition-scale 1.0 --self-loop-scale 0.1; for left-to-right HMMs that
     # puts every transition log-prob at 0.1, the same scale as the acoustics
-    transition_scale: float = 0.1
-    sil_prob: float = 0.5
-    output_beam: float = 8.0
-    search_beam: float = 0.0  # > 0: k2.intersect_dense_pruned with this beam (faster, may fail)
-    max_active: int = 10000
-    backend: str = "torch"  # "torch" (batched Viterbi, asr_kd.hmm.viterbi) or "k2" (intersect_dense)
-    batch_frames: int = 20000
-    map_oov: bool = True
+    transition_scale: float = option(0.1, "scale of the transition log-probabilities", flag=False)
+    sil_prob: float = option(0.5, "optional silence probability between words")
+    output_beam: float = option(8.0, "k2 backend: output beam", flag=False)
+    search_beam: float = option(0.0, "k2 backend, > 0: k2.intersect_dense_pruned with this beam (faster, may fail)",
+                                flag=False)
+    max_active: int = option(10000, "k2 backend with a search beam: most active states per frame", flag=False)
+    backend: str = option("torch", "batched Viterbi in torch (asr_kd.hmm.viterbi), or k2.intersect_dense + "
+                                   "shortest_path (same result)", choices=("torch", "k2"), flag="--align-backend")
+    batch_frames: int = option(20000, "frames per alignment batch")
+    map_oov: bool = option(True, "map words missing from the lexicon to the OOV word (--no-map-oov: exclude their "
+                                 "utterances instead)")
 
 
 class ForcedAligner:

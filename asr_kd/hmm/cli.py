@@ -24,85 +24,70 @@ the same effect from Python); this module parses the options and calls one.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import torch
 
+from asr_kd.config import add_flags, config_flags, config_values
 from asr_kd.hmm import steps
 from asr_kd.hmm.align import AlignOpts
-from asr_kd.hmm.train import TrainOpts
+from asr_kd.hmm.train import KALDI_COMPARE_SCHEDULE, MONO_SCHEDULE, TRI_SCHEDULE, TrainOpts
+
+SCHEDULE = ("num_iters", "realign_iters", "max_gauss", "max_iter_inc")
+# The TrainOpts fields each training step has flags for, and the schedule their defaults come from.
+TRAINING = {"mono": (MONO_SCHEDULE, (*SCHEDULE, "random_flat_start", "acc_block_frames")),
+            "tri": (TRI_SCHEDULE, (*SCHEDULE, "acc_block_frames")),
+            "kaldi-compare": (KALDI_COMPARE_SCHEDULE, SCHEDULE)}
 
 
-def _common(p: argparse.ArgumentParser, lang: bool = True, cuts: bool = True) -> None:
+def _step(sub, name: str, help_: str, lang: bool = True, cuts: bool = True, **paths: str) -> argparse.ArgumentParser:
+    """The parser of a step: its required paths (``exp_dir="help"`` for ``--exp-dir``) and the options of every step."""
+    p = sub.add_parser(name, help=help_, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     if lang:
         p.add_argument("--lang-dir", required=True, help="Kaldi-layout lang directory (phones.txt, lexicon.txt...)")
     if cuts:
         p.add_argument("--cuts", required=True, help="lhotse CutSet with fbank features and transcripts")
+    for dest, path_help in paths.items():
+        p.add_argument("--" + dest.replace("_", "-"), required=True, help=path_help)
     p.add_argument("--num-threads", type=int, default=1, help="torch threads (the machine is shared)")
     p.add_argument("--device", default="cpu", help="torch device for likelihoods and alignment")
     p.add_argument("--force", action="store_true", help="redo the step even if its outputs exist")
     p.add_argument("--max-utts", type=int, default=0, help="use only the first N cuts (0 = all)")
+    return p
 
 
-def _align_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--acoustic-scale", type=float, default=0.1,
-                   help="scale of the GMM log-likelihoods against the HMM's "
-                   "transition log-probabilities in the alignment (Kaldi's --acoustic-scale)")
-    p.add_argument("--sil-prob", type=float, default=0.5, help="optional silence probability between words")
-    p.add_argument("--batch-frames", type=int, default=20000, help="frames per alignment batch")
-    p.add_argument("--align-backend", choices=["torch", "k2"], default="torch",
-                   help="batched Viterbi in torch, or k2.intersect_dense + shortest_path (same result)")
-    p.add_argument("--no-map-oov", action="store_true",
-                   help="exclude utterances with words missing from the lexicon instead of mapping them to the OOV word")
-
-
-def _nj_arg(p: argparse.ArgumentParser) -> None:
+def _nj_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nj", type=int, default=1,
                    help="parallel jobs (spawned processes, one thread each): same results as --nj 1")
 
 
-def _train_args(p, iters, realign, gauss, inc) -> None:
-    p.add_argument("--num-iters", type=int, default=iters, help="EM iterations (after the initial pass)")
-    p.add_argument("--realign-iters", default=realign, help="comma-separated iterations that realign")
-    p.add_argument("--max-gauss", type=int, default=gauss, help="target total number of Gaussians")
-    p.add_argument("--max-iter-inc", type=int, default=inc, help="iteration by which max-gauss is reached")
-    p.add_argument("--progress", action="store_true", help="progress bars")
-    p.add_argument("--acc-block-frames", type=int, default=None,
-                   help="frames per block of statistics accumulation (default 30000): the unit the jobs share "
-                        "out and the fixed order the blocks are summed in (the model depends on it, not on --nj)")
-    _nj_arg(p)
+def _training_flags(p: argparse.ArgumentParser, step: str) -> None:
+    schedule, fields = TRAINING[step]
+    add_flags(p, config_flags(TrainOpts, defaults=schedule, fields=fields))
+    add_flags(p, config_flags(AlignOpts))
+    if step != "kaldi-compare":
+        p.add_argument("--progress", action="store_true", help="progress bars")
+        _nj_flag(p)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="gmm_step", metavar="STEP", required=True)
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    # Kaldi's train_mono.sh realigns 25 times in 40 iterations; the default here is lighter
-    # (14 realignments in 30 iterations), which is what the speechocean762 numbers used
-    mono_realign = "1,2,3,4,5,6,8,10,13,16,19,22,25,28"
-    p = sub.add_parser("mono", help="monophone training from a flat start", formatter_class=fmt)
-    _common(p)
-    p.add_argument("--exp-dir", required=True, help="output model directory")
-    p.add_argument("--random-flat-start", action="store_true",
-                   help="Kaldi's random-path equal alignment instead of silence at both ends")
+    p = _step(sub, "mono", "monophone training from a flat start", exp_dir="output model directory")
     p.add_argument("--num-states", type=int, default=3, help="HMM states of non-silence phones")
     p.add_argument("--num-sil-states", type=int, default=5, help="HMM states of silence phones")
-    _train_args(p, 30, mono_realign, 1000, 20)
-    _align_args(p)
+    _training_flags(p, "mono")
 
-    p = sub.add_parser("tri", help="triphone training with decision-tree state tying", formatter_class=fmt)
-    _common(p)
-    p.add_argument("--ali-dir", required=True, help="model directory whose ali.pt starts the training")
-    p.add_argument("--exp-dir", required=True, help="output model directory")
+    p = _step(sub, "tri", "triphone training with decision-tree state tying", exp_dir="output model directory",
+              ali_dir="model directory whose ali.pt starts the training")
     p.add_argument("--num-leaves", type=int, default=2000, help="number of tied states (senones)")
     p.add_argument("--min-leaf-count", type=float, default=100.0, help="frames a leaf needs at least")
-    _train_args(p, 25, "10,15,20", 10000, 20)
-    _align_args(p)
+    _training_flags(p, "tri")
 
-    p = sub.add_parser("align", help="forced-align cuts with a trained model", formatter_class=fmt)
-    _common(p)
-    p.add_argument("--model-dir", required=True, help="trained model directory (exp/mono, exp/tri1)")
-    p.add_argument("--out-dir", required=True, help="where ali.pt, summary.json, priors.json, phones.ctm go")
-    _align_args(p)
-    _nj_arg(p)
+    p = _step(sub, "align", "forced-align cuts with a trained model",
+              model_dir="trained model directory (exp/mono, exp/tri1)",
+              out_dir="where ali.pt, summary.json, priors.json, phones.ctm go")
+    add_flags(p, config_flags(AlignOpts))
+    _nj_flag(p)
     split = p.add_mutually_exclusive_group()
     split.add_argument("--job", metavar="J/N", default=None,
                        help="align only part J (1-based) of the --nj N split, into OUT_DIR/splitN/ali.J.pt "
@@ -110,48 +95,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     split.add_argument("--merge-jobs", type=int, metavar="N", default=0,
                        help="write the outputs of --nj N from the N parts written by --job J/N")
 
-    p = sub.add_parser("labels", help="attach per-frame senone labels to cuts", formatter_class=fmt)
-    _common(p, lang=False)
-    p.add_argument("--ali-dir", required=True, help="directory with ali.pt (a model or align output)")
-    p.add_argument("--out-cuts", required=True, help="output CutSet (.jsonl.gz) with a 'senone' TemporalArray")
+    p = _step(sub, "labels", "attach per-frame senone labels to cuts", lang=False,
+              ali_dir="directory with ali.pt (a model or align output)",
+              out_cuts="output CutSet (.jsonl.gz) with a 'senone' TemporalArray")
     p.add_argument("--storage-dir", default=None, help="where the label arrays go (default: beside out-cuts)")
 
-    p = sub.add_parser("kaldi-compare", formatter_class=fmt,
-                       help="peer check: our monophone alignment vs Kaldi's (kaldi-hmm-gmm, own process)")
-    _common(p)
-    p.add_argument("--model-dir", required=True, help="our monophone model directory (exp/mono)")
-    p.add_argument("--peer-path", required=True,
-                   help="directory with kaldi-hmm-gmm and kaldifst==1.7.17 (pip install --no-deps --target DIR ...)")
-    p.add_argument("--out", required=True, help="JSON report")
-    p.add_argument("--num-iters", type=int, default=20, help="EM iterations of both flat-start trainings")
-    p.add_argument("--realign-iters", default="1,2,3,4,5,6,8,10,12,14,16,18",
-                   help="comma-separated iterations that realign, in both trainings")
-    p.add_argument("--max-gauss", type=int, default=300, help="target total number of Gaussians, in both trainings")
-    p.add_argument("--max-iter-inc", type=int, default=15, help="iteration by which max-gauss is reached")
-    _align_args(p)
+    p = _step(sub, "kaldi-compare", "peer check: our monophone alignment vs Kaldi's (kaldi-hmm-gmm, own process); "
+              "both flat-start trainings follow the schedule flags", model_dir="our monophone model directory (exp/mono)",
+              peer_path="directory with kaldi-hmm-gmm and kaldifst==1.7.17 (pip install --no-deps --target DIR ...)",
+              out="JSON report")
+    _training_flags(p, "kaldi-compare")
 
-    p = sub.add_parser("report", help="write the GMM rows of RESULTS.md / results.json", formatter_class=fmt)
+    p = sub.add_parser("report", help="write the GMM rows of RESULTS.md / results.json",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--recipe-dir", default=".", help="where RESULTS.md and results.json are")
     p.add_argument("--model-dirs", nargs="+", default=[], help="training directories (exp/mono exp/tri1)")
     p.add_argument("--align-dirs", nargs="*", default=[], help="'gmm align' outputs, as SYSTEM:SET:DIR")
     p.add_argument("--command", required=True, help="the exact command that produced the numbers")
 
-    p = sub.add_parser("ctm", help="phone-level CTM of an alignment", formatter_class=fmt)
-    _common(p, cuts=False)
-    p.add_argument("--ali-dir", required=True, help="directory with ali.pt (a model or align output)")
-    p.add_argument("--out", required=True, help="output CTM file (utterance, channel, start, duration, phone)")
+    _step(sub, "ctm", "phone-level CTM of an alignment", cuts=False,
+          ali_dir="directory with ali.pt (a model or align output)",
+          out="output CTM file (utterance, channel, start, duration, phone)")
 
 
 def _align_opts(args) -> AlignOpts:
-    return AlignOpts(acoustic_scale=args.acoustic_scale, sil_prob=args.sil_prob,
-                     batch_frames=args.batch_frames, map_oov=not args.no_map_oov, backend=args.align_backend)
+    return AlignOpts(**config_values(AlignOpts, args))
 
 
 def _train_opts(args) -> TrainOpts:
-    return TrainOpts(num_iters=args.num_iters, realign_iters=tuple(int(i) for i in args.realign_iters.split(",") if i),
-                     max_gauss=args.max_gauss, max_iter_inc=args.max_iter_inc, align=_align_opts(args),
-                     random_flat_start=getattr(args, "random_flat_start", False),
-                     **({"acc_block_frames": args.acc_block_frames} if getattr(args, "acc_block_frames", None) else {}))
+    """The step's schedule with the options given."""
+    schedule = TRAINING[args.gmm_step][0]
+    return dataclasses.replace(schedule, **config_values(TrainOpts, args), align=_align_opts(args))
 
 
 def run(args) -> int:

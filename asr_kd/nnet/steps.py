@@ -10,12 +10,14 @@ them, and a Python user calls them with the same effect.
 - :func:`load_frames`: a labelled cut set's frames in memory, through a cache file.
 
 The dev set for early stopping and learning-rate halving is ``dev_cuts``, or else a fixed set of
-training speakers (``dev_fraction``, ``dev_seed``); ``subset_fraction`` trains on a random part of
-the remaining utterances (the paper's 3% experiment). ``stream`` reads the training frames from
-shards on disk (:mod:`asr_kd.nnet.stream`) instead of holding them in memory.
+training speakers (:class:`SplitOpts`: ``dev_fraction``, ``dev_seed``); ``subset_fraction`` trains
+on a random part of the remaining utterances (the paper's 3% experiment). ``stream``
+(:class:`StreamOpts`) reads the training frames from shards on disk (:mod:`asr_kd.nnet.stream`)
+instead of holding them in memory. ``asr-kd nnet train|eval`` make a flag of each field of both.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ import torch
 
 from lhotse import load_manifest_lazy
 
+from asr_kd.config import option
 from asr_kd.data.features import Cmvn, compute_cmvn_stats
 from asr_kd.nnet.data import FrameSet, split_by_speaker, subset_utterances
 from asr_kd.nnet.model import DnnConfig, Ensemble, load_model
@@ -39,13 +42,34 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class StreamOpts:
-    """Training frames streamed from frame shards in ``dir`` (written there from the cuts first)."""
+    """Frames streamed from frame shards in ``dir`` (written there from the cuts first) instead of
+    held in memory (the commands pass no StreamOpts when ``dir`` is None)."""
 
-    dir: Path
-    buffer_frames: int = 262_144  # the shuffle buffer: the memory bound (x 176 bytes at 40 fbank)
-    shard_frames: int = 1_000_000  # frames per shard written
-    shards_per_window: int = 0  # shards whose utterances are shuffled together (0: all)
-    loader_workers: int = 0  # DataLoader processes reading ahead (0: in the training process)
+    dir: Optional[Path] = option(None, "stream the frames from frame shards in DIR (written there from --cuts first) "
+                                       "instead of holding them in memory: memory bounded by --buffer-frames, not by "
+                                       "the corpus", flag="--stream-frames", metavar="DIR")
+    buffer_frames: int = option(262_144, "--stream-frames: frames in memory at a time (training: the shuffle buffer; "
+                                         "x 176 bytes at 40 fbank: the memory bound)")
+    shard_frames: int = option(1_000_000, "--stream-frames: frames per shard written")
+    shards_per_window: int = option(0, "--stream-frames: shards whose utterances are shuffled together (0 = all)")
+    loader_workers: int = option(0, "--stream-frames: DataLoader processes reading ahead (0 = read in the training "
+                                    "process)")
+
+
+@dataclass(frozen=True)
+class SplitOpts:
+    """Which utterances a model trains on: whole speakers held out for dev, then a random part of the
+    rest. The same for every model of a recipe; ``eval`` selects the utterances such a model trained on."""
+
+    dev_fraction: float = option(0.05, "fraction of the training speakers held out for dev (train: without "
+                                       "--dev-cuts; eval: dropped first, to score a training set)")
+    dev_seed: int = option(0, "which speakers --dev-fraction holds out")
+    subset_fraction: float = option(1.0, "train on this fraction of the remaining utterances (0.03: the paper's "
+                                         "3 percent experiment); eval: the subset such a model trained on")
+    subset_seed: int = option(0, "which utterances --subset-fraction keeps")
+
+
+EVAL_SPLIT = SplitOpts(dev_fraction=0.0)  # eval_step: every utterance unless asked
 
 
 def speaker_cmvn(cuts) -> Cmvn:
@@ -92,12 +116,12 @@ def check_not_stale(exp_dirs: Sequence[Pathlike], inputs: Sequence[Pathlike]) ->
                             "to train again on the new ones")
 
 
-def training_splits(frames, dev_fraction: float, dev_seed: int, subset_fraction: float, subset_seed: int):
+def training_splits(frames, split: SplitOpts):
     """(training utterances, dev utterances) by index: whole speakers held out for dev, then a
     ``subset_fraction`` of the rest kept."""
-    train_utts, dev_utts = split_by_speaker(frames, dev_fraction, dev_seed)
-    if subset_fraction < 1.0:
-        keep = subset_utterances(len(train_utts), subset_fraction, subset_seed)
+    train_utts, dev_utts = split_by_speaker(frames, split.dev_fraction, split.dev_seed)
+    if split.subset_fraction < 1.0:
+        keep = subset_utterances(len(train_utts), split.subset_fraction, split.subset_seed)
         train_utts = [train_utts[i] for i in keep]
     return train_utts, dev_utts
 
@@ -126,17 +150,15 @@ def train_step(
     temperatures: Sequence[float] = (1.0,),
     teachers: Sequence[Path] = (),
     dev_cuts: Optional[Path] = None,
-    dev_fraction: float = 0.05,
-    dev_seed: int = 0,
-    subset_fraction: float = 1.0,
-    subset_seed: int = 0,
+    split: SplitOpts = SplitOpts(),
     frames_cache: Optional[Path] = None,
     stream: Optional[StreamOpts] = None,
     device: str = "cpu",
 ) -> List[dict]:
     """Train one model per temperature (one without teachers) into ``exp_dirs``, resuming any
     checkpoint there; returns their summaries. ``shape`` overrides the preset's sizes
-    (``hidden_layers``, ``hidden_dim``, ``left_context``, ``right_context``, ``dropout``)."""
+    (``hidden_layers``, ``hidden_dim``, ``left_context``, ``right_context``, ``dropout``). ``split``:
+    the dev speakers (unless ``dev_cuts``) and the training subset."""
     exp_dirs = [Path(d) for d in exp_dirs]
     if len(exp_dirs) != len(temperatures):
         raise ValueError(f"{len(exp_dirs)} exp dirs for {len(temperatures)} temperatures: "
@@ -152,9 +174,9 @@ def train_step(
     if dev_cuts:
         cache = frames_cache.with_name(frames_cache.stem + "_dev.pt") if frames_cache else None
         dev_set = load_frames(dev_cuts, cache)
-        train_utts, _ = training_splits(frames, 0.0, 0, subset_fraction, subset_seed)
+        train_utts, _ = training_splits(frames, dataclasses.replace(split, dev_fraction=0.0, dev_seed=0))
     else:
-        train_utts, dev_utts = training_splits(frames, dev_fraction, dev_seed, subset_fraction, subset_seed)
+        train_utts, dev_utts = training_splits(frames, split)
         if not dev_utts:
             raise UserError("the dev split is empty: raise --dev-fraction (needs at least two speakers)")
         dev_set = frames.subset(dev_utts) if isinstance(frames, FrameSet) else frames.frameset(dev_utts)
@@ -203,34 +225,29 @@ def eval_step(
     *,
     frames_cache: Optional[Path] = None,
     stream: Optional[StreamOpts] = None,
-    subset_fraction: float = 1.0,
-    subset_seed: int = 0,
-    dev_fraction: float = 0.0,
-    dev_seed: int = 0,
+    split: SplitOpts = EVAL_SPLIT,
     dtype: str = "auto",
     device: str = "cpu",
     force: bool = False,
 ) -> Optional[dict]:
     """Frame accuracy of a model (or of several as an ensemble: the mean of their distributions)
     on ``cuts``, written to ``out`` (kept while :func:`up_to_date`, unless ``force``; then None is
-    returned). ``dev_fraction`` and ``subset_fraction`` select the utterances a model with those
-    settings trained on.
+    returned). ``split`` selects the utterances a model with those settings trained on (default:
+    every utterance).
     ``stream``: the frames are read from shards (written from ``cuts`` first) a part at a time, so
     that a training set too large for memory can be scored."""
     out = Path(out)
     if up_to_date(out, models, [cuts], force):
         return None
-    selected = bool(dev_fraction) or subset_fraction < 1.0
+    selected = bool(split.dev_fraction) or split.subset_fraction < 1.0
     if stream is not None:
         shards = open_frame_shards(cuts, stream.dir, speaker_cmvn, stream.shard_frames)
-        utts = training_splits(shards, dev_fraction, dev_seed, subset_fraction, subset_seed)[0] if selected \
-            else range(len(shards.cut_ids))
+        utts = training_splits(shards, split)[0] if selected else range(len(shards.cut_ids))
         parts = consecutive_parts(utts, shards.lengths, stream.buffer_frames)
         sets = (shards.frameset(part) for part in parts)  # a buffer's worth in memory at a time
     else:
         frames = load_frames(cuts, frames_cache)
-        utts = training_splits(frames, dev_fraction, dev_seed, subset_fraction, subset_seed)[0] if selected \
-            else range(len(frames.cut_ids))
+        utts = training_splits(frames, split)[0] if selected else range(len(frames.cut_ids))
         sets = [frames.subset(utts) if selected else frames]
     loaded = [load_model(p, device) for p in models]
     model = loaded[0] if len(loaded) == 1 else Ensemble(loaded)

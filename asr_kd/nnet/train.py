@@ -75,7 +75,7 @@ class TrainConfig:
     ensemble_method: str = option("arithmetic", "distillation: mean of the teachers' distributions",
                                   choices=("arithmetic", "geometric"))
     logit_matching: bool = option(False, "distillation: match zero-meaned logits instead (the high-T limit)")
-    progress: bool = option(True, "progress bars", flag=False)  # the command has --no-progress
+    progress: bool = option(True, "progress bars (--no-progress: logs only)")
 
 
 def mask_window(x: torch.Tensor, frames: int, freq_mask: int, time_mask: int, generator: torch.Generator):

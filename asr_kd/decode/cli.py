@@ -36,8 +36,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from asr_kd.config import add_flags, config_flags, config_values
 from asr_kd.decode import steps
-from asr_kd.decode.decoder import CPU_BATCH_FRAMES, GPU_BATCH_FRAMES, DecodeOpts
+from asr_kd.decode.decoder import DecodeOpts
 from asr_kd.export import decode_inputs
 from asr_kd.utils import UserError
 
@@ -55,8 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lang-dir", type=Path,
                         help="lang directory (words.txt, L_disambig.fst); required with --model")
     parser.add_argument("--lm", type=Path, help="G.fst (from asr-kd lm); required with --model")
-    parser.add_argument("--graph-dir", type=Path, help="HCLG cache (default: <dir of the GMM that defines the senones>/graph_<LM name without 'G_'>, "
-                             "e.g. exp/tri1/graph_3gram for G_3gram.fst, for the GMM and for DNNs trained on its "
+    parser.add_argument("--graph-dir", type=Path,
+                        help="HCLG cache (default: <dir of the GMM that defines the senones>/graph_<LM name without "
+                             "'G_'>, e.g. exp/tri1/graph_3gram for G_3gram.fst, for the GMM and for DNNs trained on its "
                              "labels; with --model-dir: the export's graph, or <export>/graph_<LM> for a lang or LM "
                              "of your own)")
     src = parser.add_mutually_exclusive_group(required=True)
@@ -69,21 +71,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="LM weights to score (lattice rescoring; 1/acoustic scale is the first pass)")
     parser.add_argument("--word-ins-penalties", type=float, nargs="+", default=[0.0],
                         help="word insertion penalties to score with each LM weight (Kaldi's score.sh: 0.0 0.5 1.0)")
-    parser.add_argument("--acoustic-scale", type=float, default=0.1, help="acoustic scale of the first pass")
-    parser.add_argument("--search-beam", type=float, default=13.0, help="Kaldi's --beam (decode.sh default)")
-    parser.add_argument("--output-beam", type=float, default=6.0, help="Kaldi's --lattice-beam")
-    parser.add_argument("--max-active", type=int, default=7000, help="Kaldi's --max-active")
-    parser.add_argument("--min-active", type=int, default=30, help="fewest active states per frame")
-    parser.add_argument("--max-batch-frames", type=int, default=0,
-                        help=f"frames per k2 batch; 0: {CPU_BATCH_FRAMES} on a CPU (about one utterance: fastest "
-                             f"there), {GPU_BATCH_FRAMES} on a GPU (large batches keep it busy)")
+    add_flags(parser, config_flags(DecodeOpts))
     parser.add_argument("--tuned-on", type=Path, metavar="DEV_DECODE_DIR",
                         help="use the LM weight and word insertion penalty that were best in this decode directory "
                              "(e.g. exp/tri1/decode_dev); replaces --lm-weights and --word-ins-penalties")
     parser.add_argument("--nj", type=int, default=1,
                         help="parallel decoding jobs (processes with one thread each; CMVN is fitted on the whole "
                              "set first, so the words are those of one job)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (acoustic scores and search)")
     parser.add_argument("--subset-every", type=int, default=1,
                         help="decode only every K-th utterance (sorted by id): a fixed, recorded test subset for "
                              "slow CPU runs; decode.json and the WER line name it")
@@ -97,9 +91,7 @@ def run(args) -> int:
         if getattr(args, flag) is None:
             raise ValueError(f"--{flag.replace('_', '-')} is required with --model "
                              "(an export's --model-dir may hold it)")
-    opts = DecodeOpts(acoustic_scale=args.acoustic_scale, search_beam=args.search_beam, output_beam=args.output_beam,
-                      min_active_states=args.min_active, max_active_states=args.max_active,
-                      max_batch_frames=args.max_batch_frames, device=args.device)
+    opts = DecodeOpts(**config_values(DecodeOpts, args))
     if args.audio:
         return steps.transcribe_audio_step(args.model, args.lang_dir, args.lm, args.audio, opts, args.lm_weights[0],
                                            args.word_ins_penalties[0], graph_dir=args.graph_dir,

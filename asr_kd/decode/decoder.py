@@ -22,6 +22,8 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import k2
 import torch
 
+from asr_kd.config import option
+
 log = logging.getLogger(__name__)
 
 
@@ -34,13 +36,16 @@ GPU_BATCH_FRAMES = 10000
 
 @dataclass
 class DecodeOpts:
-    acoustic_scale: float = 0.1
-    search_beam: float = 13.0
-    output_beam: float = 6.0
-    min_active_states: int = 30
-    max_active_states: int = 7000
-    max_batch_frames: int = 0  # 0: CPU_BATCH_FRAMES on a CPU, GPU_BATCH_FRAMES on a GPU
-    device: str = "cpu"
+    """How the search runs; ``asr-kd decode`` makes a flag of each field (help as below)."""
+
+    acoustic_scale: float = option(0.1, "acoustic scale of the first pass")
+    search_beam: float = option(13.0, "Kaldi's --beam (decode.sh default)")
+    output_beam: float = option(6.0, "Kaldi's --lattice-beam")
+    min_active_states: int = option(30, "fewest active states per frame", flag="--min-active")
+    max_active_states: int = option(7000, "Kaldi's --max-active", flag="--max-active")
+    max_batch_frames: int = option(0, f"frames per k2 batch; 0: {CPU_BATCH_FRAMES} on a CPU (about one utterance: "
+                                      f"fastest there), {GPU_BATCH_FRAMES} on a GPU (large batches keep it busy)")
+    device: str = option("cpu", "cpu or cuda (acoustic scores and search)")
 
     def __post_init__(self):
         if self.max_batch_frames <= 0:

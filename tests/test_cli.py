@@ -10,9 +10,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from asr_kd.cli import COMMANDS, main
+from asr_kd.config import config_flags
 from asr_kd.data.corpora import prepare_corpus
+from asr_kd.hmm import steps as gmm_steps
+from asr_kd.hmm.train import TrainOpts
+from asr_kd.nnet import cli as nnet_cli
+from asr_kd.nnet.steps import SplitOpts
 from asr_kd.results import update_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -294,3 +300,64 @@ def test_report_note_from_the_speech_paper_json(tmp_path):
     assert "{" not in text
     assert main([*args, "--paper", str(REPO / "local/paper.json"), "--note-key", "table9"]) == 1  # no such note
     assert main([*args, "--note-key", "table1"]) == 1  # without --paper
+
+
+def _step_call(monkeypatch, module, name: str, argv: list) -> tuple:
+    """(args, kwargs) that ``asr-kd ARGV`` passes to the library step ``module.name`` (not run)."""
+    calls = []
+    monkeypatch.setattr(module, name, lambda *a, **k: calls.append((a, k)))
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    assert main(argv) == 0
+    (call,) = calls
+    return call
+
+
+def test_generated_flags_keep_their_names_and_defaults(monkeypatch):
+    """The flags made from the option dataclasses keep the names and defaults the recipes use:
+    each GMM step its own schedule, the --no-... switches of True settings."""
+    gmm = ["--lang-dir", "L", "--cuts", "C"]
+    mono = _step_call(monkeypatch, gmm_steps, "train_mono_step", ["gmm", "mono", *gmm, "--exp-dir", "E"])[0][3]
+    assert (mono.num_iters, mono.max_gauss, mono.max_iter_inc) == (30, 1000, 20)
+    assert mono.realign_iters == (1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 19, 22, 25, 28) and not mono.random_flat_start
+    tri = _step_call(monkeypatch, gmm_steps, "train_tri_step", ["gmm", "tri", *gmm, "--ali-dir", "A", "--exp-dir", "E"])
+    tri = tri[0][4]
+    assert (tri.num_iters, tri.realign_iters, tri.max_gauss, tri.max_iter_inc) == (25, (10, 15, 20), 10000, 20)
+    assert tri.acc_block_frames == 30000 and tri.align.map_oov and tri.align.backend == "torch"
+    tri = _step_call(monkeypatch, gmm_steps, "train_tri_step", [
+        "gmm", "tri", *gmm, "--ali-dir", "A", "--exp-dir", "E", "--realign-iters", "2,4", "--max-gauss", "90",
+        "--no-map-oov", "--sil-prob", "0.3"])[0][4]
+    assert (tri.num_iters, tri.realign_iters, tri.max_gauss) == (25, (2, 4), 90)
+    assert not tri.align.map_oov and tri.align.sil_prob == 0.3 and tri.align.acoustic_scale == 0.1
+    args, kwargs = _step_call(monkeypatch, gmm_steps, "align_step", [
+        "gmm", "align", *gmm, "--model-dir", "M", "--out-dir", "O", "--align-backend", "k2"])
+    align = args[4]
+    assert (align.acoustic_scale, align.sil_prob, align.batch_frames, align.backend) == (0.1, 0.5, 20000, "k2")
+    assert align.map_oov and kwargs["nj"] == 1
+    args, _ = _step_call(monkeypatch, gmm_steps, "align_step", [
+        "gmm", "align", *gmm, "--model-dir", "M", "--out-dir", "O", "--no-map-oov"])
+    assert not args[4].map_oov
+    peer = _step_call(monkeypatch, gmm_steps, "kaldi_compare_step", [
+        "gmm", "kaldi-compare", *gmm, "--model-dir", "M", "--peer-path", "P", "--out", "O"])[0][5]
+    assert (peer.num_iters, peer.realign_iters[-1], peer.max_gauss, peer.max_iter_inc) == (20, 18, 300, 15)
+
+    nnet = ["--cuts", "C", "--gmm-dir", "G", "--exp-dir", "E"]
+    args, kwargs = _step_call(monkeypatch, nnet_cli, "train_step", ["nnet", "train", *nnet])
+    assert args[3].progress and kwargs["stream"] is None
+    assert kwargs["split"] == SplitOpts(dev_fraction=0.05, dev_seed=0, subset_fraction=1.0, subset_seed=0)
+    args, kwargs = _step_call(monkeypatch, nnet_cli, "train_step", [
+        "nnet", "train", *nnet, "--no-progress", "--stream-frames", "S", "--buffer-frames", "1000"])
+    assert not args[3].progress and kwargs["stream"].dir == Path("S") and kwargs["stream"].buffer_frames == 1000
+    assert kwargs["stream"].shard_frames == 1_000_000
+    _, kwargs = _step_call(monkeypatch, nnet_cli, "eval_step", ["nnet", "eval", "--models", "m", "--cuts", "C",
+                                                                "--out", "O"])
+    assert kwargs["split"].dev_fraction == 0.0 and kwargs["dtype"] == "auto"
+
+    from asr_kd.decode import steps as decode_steps  # k2: only this part of the file needs it
+
+    args, _ = _step_call(monkeypatch, decode_steps, "decode_cuts_step", [
+        "decode", "--model", "M", "--lang-dir", "L", "--lm", "G", "--cuts", "C", "--out-dir", "O", "--min-active", "20"])
+    opts = args[5]
+    assert (opts.acoustic_scale, opts.search_beam, opts.output_beam) == (0.1, 13.0, 6.0)
+    assert (opts.min_active_states, opts.max_active_states) == (20, 7000)
+    with pytest.raises(ValueError, match="no fields"):
+        config_flags(TrainOpts, fields=("num_iter",))

@@ -355,7 +355,8 @@ def test_generated_flags_keep_their_names_and_defaults(monkeypatch):
     from asr_kd.decode import steps as decode_steps  # k2: only this part of the file needs it
 
     args, _ = _step_call(monkeypatch, decode_steps, "decode_cuts_step", [
-        "decode", "--model", "M", "--lang-dir", "L", "--lm", "G", "--cuts", "C", "--out-dir", "O", "--min-active", "20"])
+        "decode", "--model", "M", "--lang-dir", "L", "--lm", "G", "--cuts", "C", "--out-dir", "O",
+        "--min-active", "20"])
     opts = args[5]
     assert (opts.acoustic_scale, opts.search_beam, opts.output_beam) == (0.1, 13.0, 6.0)
     assert (opts.min_active_states, opts.max_active_states) == (20, 7000)

@@ -41,7 +41,8 @@ TRAINING = {"mono": (MONO_SCHEDULE, (*SCHEDULE, "random_flat_start", "acc_block_
 
 
 def _step(sub, name: str, help_: str, lang: bool = True, cuts: bool = True, **paths: str) -> argparse.ArgumentParser:
-    """The parser of a step: its required paths (``exp_dir="help"`` for ``--exp-dir``) and the options of every step."""
+    """The parser of a step: its required paths (``exp_dir="help"`` for ``--exp-dir``) and the options
+    every step has."""
     p = sub.add_parser(name, help=help_, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     if lang:
         p.add_argument("--lang-dir", required=True, help="Kaldi-layout lang directory (phones.txt, lexicon.txt...)")
@@ -77,8 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--num-sil-states", type=int, default=5, help="HMM states of silence phones")
     _training_flags(p, "mono")
 
-    p = _step(sub, "tri", "triphone training with decision-tree state tying", exp_dir="output model directory",
-              ali_dir="model directory whose ali.pt starts the training")
+    p = _step(sub, "tri", "triphone training with decision-tree state tying",
+              ali_dir="model directory whose ali.pt starts the training", exp_dir="output model directory")
     p.add_argument("--num-leaves", type=int, default=2000, help="number of tied states (senones)")
     p.add_argument("--min-leaf-count", type=float, default=100.0, help="frames a leaf needs at least")
     _training_flags(p, "tri")
@@ -101,7 +102,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--storage-dir", default=None, help="where the label arrays go (default: beside out-cuts)")
 
     p = _step(sub, "kaldi-compare", "peer check: our monophone alignment vs Kaldi's (kaldi-hmm-gmm, own process); "
-              "both flat-start trainings follow the schedule flags", model_dir="our monophone model directory (exp/mono)",
+              "both flat-start trainings follow the schedule flags",
+              model_dir="our monophone model directory (exp/mono)",
               peer_path="directory with kaldi-hmm-gmm and kaldifst==1.7.17 (pip install --no-deps --target DIR ...)",
               out="JSON report")
     _training_flags(p, "kaldi-compare")

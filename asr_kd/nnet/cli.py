@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -81,11 +82,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="final.pt files; several: the ensemble's mean distribution")
     p.add_argument("--out", type=Path, required=True, help="JSON with log_priors (kept unless --force)")
     p.add_argument("--force", action="store_true", help="recompute even if --out exists")
-    p.add_argument("--max-utterances", type=int, default=0, help="use this many utterances spread over the set (0: all)")
+    p.add_argument("--max-utterances", type=int, default=0,
+                   help="use this many utterances spread over the set (0: all)")
     p.add_argument("--floor", type=float, default=1e-8, help="smallest prior (then renormalized)")
 
 
-def _stream(args):
+def _stream(args) -> Optional[StreamOpts]:
     """The --stream-frames options, or None (frames in memory)."""
     stream = StreamOpts(**config_values(StreamOpts, args))
     return stream if stream.dir is not None else None

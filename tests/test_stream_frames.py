@@ -48,9 +48,12 @@ def test_shards_round_trip(written):
     assert torch.equal(back.starts, fs.starts) and back.speakers == fs.speakers
 
 
-def test_epoch_covers_every_frame_once_and_splices_as_frameset(written):
+@pytest.mark.parametrize("chunk_frames", [0, 1, 7])
+def test_epoch_covers_every_frame_once_and_splices_as_frameset(written, chunk_frames):
+    """Whole utterances or pieces of them: every frame once, its window as FrameSet.splice makes it
+    (a piece's context frames come from its utterance and are not trained on)."""
     fs, shards = written
-    stream = StreamFrameSet(shards, buffer_frames=100)
+    stream = StreamFrameSet(shards, buffer_frames=100, chunk_frames=chunk_frames)
     batches, n = stream.epoch_batches(epoch=1, batch_size=32, seed=0, left=2, right=1)
     batches = list(batches)
     assert len(batches) == n and all(len(y) == 32 for _, y in batches[:-1])
@@ -72,6 +75,28 @@ def test_order_is_deterministic_per_seed_and_epoch(written):
 
     assert torch.equal(labels(1, 0), labels(1, 0))
     assert not torch.equal(labels(1, 0), labels(2, 0)) and not torch.equal(labels(1, 0), labels(1, 1))
+
+
+def test_pieces_cover_each_utterance_and_mix_more_utterances_into_a_buffer(written):
+    fs, shards = written
+    whole = StreamFrameSet(shards, buffer_frames=100)
+    chunked = StreamFrameSet(shards, buffer_frames=100, chunk_frames=5)
+    pieces = chunked.epoch_pieces(1, 0)
+    for u in range(len(fs.cut_ids)):  # each utterance cut into consecutive pieces of at most 5 frames
+        mine = np.sort(pieces[pieces[:, 0] == u][:, 1:], axis=0)
+        assert mine[0, 0] == 0 and mine[-1, 1] == shards.lengths[u] and (np.diff(mine, axis=1) <= 5).all()
+        assert (mine[1:, 0] == mine[:-1, 1]).all()
+    assert np.array_equal(whole.epoch_utterances(1, 0), whole.epoch_pieces(1, 0)[:, 0])
+
+    def utterances_in_first_buffer(stream):
+        seen, n = set(), 0
+        for u, a, b in stream.epoch_pieces(1, 0).tolist():
+            seen.add(u)
+            n += b - a
+            if n >= 100:
+                return len(seen)
+
+    assert utterances_in_first_buffer(chunked) > utterances_in_first_buffer(whole)
 
 
 def test_ranks_and_workers_are_disjoint_and_cover_the_epoch(written):
@@ -109,9 +134,9 @@ def test_buffer_bound_is_respected(written, monkeypatch):
     seen = []
     orig = _EpochStream._shuffled
 
-    def spy(self, feats, labels, bounds, n, g):
+    def spy(self, feats, labels, bounds, core, n, g):
         seen.append((n, feats.shape[0]))
-        return orig(self, feats, labels, bounds, n, g)
+        return orig(self, feats, labels, bounds, core, n, g)
 
     monkeypatch.setattr(_EpochStream, "_shuffled", spy)
     stream = StreamFrameSet(shards, buffer_frames=50)

@@ -54,6 +54,9 @@ class StreamOpts:
     shards_per_window: int = option(0, "--stream-frames: shards whose utterances are shuffled together (0 = all)")
     loader_workers: int = option(0, "--stream-frames: DataLoader processes reading ahead (0 = read in the training "
                                     "process)")
+    chunk_frames: int = option(0, "--stream-frames: shuffle pieces of this many frames of each utterance (read with "
+                                  "their context) instead of whole utterances, so that the buffer holds frames of "
+                                  "more utterances (0 = whole utterances)")
 
 
 @dataclass(frozen=True)
@@ -185,7 +188,7 @@ def train_step(
         max_label = int(frames.labels.max())
     else:
         train_set = StreamFrameSet(frames, train_utts, stream.buffer_frames, stream.shards_per_window,
-                                   stream.loader_workers)
+                                   stream.loader_workers, stream.chunk_frames)
         max_label = frames.max_label
     model_cfg = DnnConfig.from_preset(preset, num_senones=priors["num_pdfs"], feat_dim=frames.feat_dim,
                                       **(shape or {}))

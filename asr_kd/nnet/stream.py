@@ -10,22 +10,25 @@ for 100 h of LibriSpeech, ~61 GB for 960 h). Here the CMVN-normalized frames are
     DIR/shard-000000.lengths.npy   [U] int64 frames of each utterance, in order
     DIR/shard-000000.utt2spk       "cut_id speaker" per utterance, in order (Kaldi's utt2spk)
 
-and :class:`StreamFrameSet` reads them back an utterance at a time with ``os.preadv`` straight into
+and :class:`StreamFrameSet` reads them back a *piece* at a time with ``os.preadv`` straight into
 a fixed *shuffle buffer* of ``buffer_frames`` frames (no memory map, so no file page stays counted
-in the process's memory). Each epoch (seeded by seed and epoch, so a resumed run sees the order an
+in the process's memory). A piece is a whole utterance, or with ``chunk_frames`` C a run of C
+frames of one (read with the context frames its windows need, as Kaldi's nnet3 examples are), so
+that a buffer holds frames of ~buffer_frames / C utterances rather than of buffer_frames / (mean
+utterance length). Each epoch (seeded by seed and epoch, so a resumed run sees the order an
 uninterrupted one would):
 
 1. the shards are permuted and taken in windows of ``shards_per_window`` (0: all, one window);
-2. the utterances of a window are permuted; rank r of w takes every w-th of them, and DataLoader
+2. the pieces of a window are permuted; rank r of w takes every w-th of them, and DataLoader
    worker k of n every n-th of the rank's (disjoint, together the whole epoch);
-3. utterances fill the buffer until it holds ``buffer_frames`` frames; its frames are then
-   shuffled and spliced into batches exactly as :meth:`FrameSet.splice` does (context from the
-   same utterance, edges replicated), and the buffer refills.
+3. pieces fill the buffer until it holds ``buffer_frames`` frames; its frames (less the pieces'
+   context frames) are then shuffled and spliced into batches exactly as :meth:`FrameSet.splice`
+   does (context from the same utterance, edges replicated), and the buffer refills.
 
 Every rank takes the same number of frames (the fewest any rank has this epoch, which drops at
 most a few utterances' frames), in batches of exactly ``batch_size``, so DDP ranks step together.
-Memory per process: the buffer (``buffer_frames`` x (D x 4 + 16) bytes plus one utterance) and the
-index (cut ids and lengths), whatever the corpus's size.
+Memory per process: the buffer (``buffer_frames`` x (D x 4 + 16) bytes plus one piece) and the
+index (cut ids and lengths, and 24 bytes a piece), whatever the corpus's size.
 """
 from __future__ import annotations
 
@@ -259,10 +262,13 @@ class _ShardReader:
         if os.preadv(fd, [out], offset) != out.nbytes:
             raise UserError(f"{path}: truncated; write the shards in {self.s.dir} again")
 
-    def read(self, u: int, feats: torch.Tensor, labels: torch.Tensor) -> None:
-        """Utterance ``u``'s features into ``feats`` [L, D] (float32) and labels into ``labels`` [L] (int64)."""
-        s, n = self.s, int(self.s.lengths[u])
-        shard, first = int(s.shard_of_utt[u]), int(s.offset_in_shard[u])
+    def read(self, u: int, feats: torch.Tensor, labels: torch.Tensor, start: int = 0) -> None:
+        """Frames ``start`` .. ``start + len(feats)`` of utterance ``u``: features into ``feats`` [L, D]
+        (float32) and labels into ``labels`` [L] (int64)."""
+        s, n = self.s, int(feats.shape[0])
+        if start < 0 or start + n > int(s.lengths[u]):
+            raise ValueError(f"frames {start}..{start + n} of utterance {u}, which has {int(s.lengths[u])}")
+        shard, first = int(s.shard_of_utt[u]), int(s.offset_in_shard[u]) + start
         path, offset = s.feat_files[shard]
         start = offset + first * s.feat_dim * s.dtype.itemsize
         if s.dtype == np.float32:
@@ -283,13 +289,17 @@ class _ShardReader:
 @dataclass
 class StreamFrameSet:
     """Training frames streamed from :class:`FrameShards` (some of its utterances) through a
-    shuffle buffer of ``buffer_frames``; :meth:`epoch_batches` gives one epoch's batches."""
+    shuffle buffer of ``buffer_frames``; :meth:`epoch_batches` gives one epoch's batches.
+    ``chunk_frames`` > 0 makes pieces of that many frames of each utterance (read with their
+    context) the unit of the epoch's permutation instead of whole utterances, so that one buffer
+    holds frames of many more utterances."""
 
     shards: FrameShards
     utterances: Optional[np.ndarray] = None  # indices into shards (None: all)
     buffer_frames: int = 262_144
     shards_per_window: int = 0  # 0: all shards in one window (one permutation of all utterances)
     num_workers: int = 0  # DataLoader worker processes reading ahead (0: in this process)
+    chunk_frames: int = 0  # 0: whole utterances are the pieces
 
     def __post_init__(self):
         if self.utterances is None:
@@ -297,6 +307,20 @@ class StreamFrameSet:
         self.utterances = np.asarray(self.utterances, dtype=np.int64)
         if self.buffer_frames < 1:
             raise ValueError(f"buffer_frames must be positive, not {self.buffer_frames}")
+        if self.chunk_frames < 0:
+            raise ValueError(f"chunk_frames must be 0 (whole utterances) or positive, not {self.chunk_frames}")
+        self.pieces = self._pieces()
+
+    def _pieces(self) -> np.ndarray:
+        """[P, 3] (utterance, first frame, end frame) of every piece of the set, in order."""
+        lengths = self.shards.lengths[self.utterances]
+        if not self.chunk_frames:
+            return np.stack([self.utterances, np.zeros_like(lengths), lengths], 1)
+        per_utt = -(-lengths // self.chunk_frames)
+        k = np.arange(int(per_utt.sum())) - np.repeat(np.cumsum(per_utt) - per_utt, per_utt)
+        start = k * self.chunk_frames
+        return np.stack([np.repeat(self.utterances, per_utt), start,
+                         np.minimum(start + self.chunk_frames, np.repeat(lengths, per_utt))], 1)
 
     def __len__(self) -> int:
         return int(self.shards.lengths[self.utterances].sum())
@@ -305,21 +329,26 @@ class StreamFrameSet:
     def feat_dim(self) -> int:
         return self.shards.feat_dim
 
-    def epoch_utterances(self, epoch: int, seed: int, rank: int = 0, world_size: int = 1) -> np.ndarray:
-        """Rank ``rank``'s utterances of the epoch, in the order it reads them (steps 1-2 above)."""
+    def epoch_pieces(self, epoch: int, seed: int, rank: int = 0, world_size: int = 1) -> np.ndarray:
+        """Rank ``rank``'s pieces [P, 3] of the epoch, in the order it reads them (steps 1-2 above)."""
         rng = np.random.default_rng([seed, epoch])
         mine = []
         k = self.shards_per_window or self.shards.num_shards
         order = rng.permutation(self.shards.num_shards)
-        shard_of = self.shards.shard_of_utt[self.utterances]
+        shard_of = self.shards.shard_of_utt[self.pieces[:, 0]]
         for w in range(0, len(order), k):
-            window = self.utterances[np.isin(shard_of, order[w : w + k])]
+            window = self.pieces[np.isin(shard_of, order[w : w + k])]
             mine.append(window[rng.permutation(len(window))][rank::world_size])
         return np.concatenate(mine)
 
+    def epoch_utterances(self, epoch: int, seed: int, rank: int = 0, world_size: int = 1) -> np.ndarray:
+        """The utterance of each of rank ``rank``'s pieces of the epoch, in order (whole utterances
+        when ``chunk_frames`` is 0)."""
+        return self.epoch_pieces(epoch, seed, rank, world_size)[:, 0]
+
     def frames_per_rank(self, epoch: int, seed: int, world_size: int = 1) -> int:
         """Frames every rank trains on this epoch: the fewest any rank has."""
-        return min(int(self.shards.lengths[self.epoch_utterances(epoch, seed, r, world_size)].sum())
+        return min(int(np.diff(self.epoch_pieces(epoch, seed, r, world_size)[:, 1:], axis=1).sum())
                    for r in range(world_size))
 
     def epoch_batches(self, epoch: int, batch_size: int, seed: int, left: int, right: int, rank: int = 0,
@@ -337,7 +366,7 @@ class StreamFrameSet:
 
 
 class _EpochStream(torch.utils.data.IterableDataset):
-    """One epoch of one rank: each DataLoader worker reads its share of the rank's utterances."""
+    """One epoch of one rank: each DataLoader worker reads its share of the rank's pieces."""
 
     def __init__(self, fs: StreamFrameSet, epoch, seed, rank, world_size, batch_size, left, right):
         super().__init__()
@@ -348,34 +377,40 @@ class _EpochStream(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         fs = self.fs
-        utts = fs.epoch_utterances(self.epoch, self.seed, self.rank, self.world)[worker::workers]
+        pieces = fs.epoch_pieces(self.epoch, self.seed, self.rank, self.world)[worker::workers]
         g = torch.Generator().manual_seed((self.seed * 100003 + self.epoch) * 1009 + self.rank * 31 + worker)
         lengths = fs.shards.lengths
-        capacity = fs.buffer_frames + int(lengths[utts].max(initial=0))
+        longest = fs.chunk_frames + self.left + self.right if fs.chunk_frames else int(lengths.max(initial=0))
+        capacity = fs.buffer_frames + longest
         feats = torch.empty(capacity, fs.feat_dim)
         labels = torch.empty(capacity, dtype=torch.int64)
         with fs.shards.reader() as reader:
-            n, bounds = 0, []
-            for u in utts.tolist():
-                length = int(lengths[u])
-                reader.read(u, feats[n : n + length], labels[n : n + length])
+            n, bounds, core = 0, [], []
+            for u, a, b in pieces.tolist():
+                # a piece is read with its context frames (from the same utterance), which are
+                # spliced into its windows but not trained on
+                lo, hi = max(0, a - self.left), min(int(lengths[u]), b + self.right)
+                reader.read(u, feats[n : n + hi - lo], labels[n : n + hi - lo], start=lo)
                 bounds.append(n)
-                n += length
+                core.append((n + a - lo, n + b - lo))
+                n += hi - lo
                 if n >= fs.buffer_frames:
-                    yield from self._shuffled(feats, labels, bounds, n, g)
-                    n, bounds = 0, []
+                    yield from self._shuffled(feats, labels, bounds, core, n, g)
+                    n, bounds, core = 0, [], []
             if n:
-                yield from self._shuffled(feats, labels, bounds, n, g)
+                yield from self._shuffled(feats, labels, bounds, core, n, g)
 
-    def _shuffled(self, feats, labels, bounds, n, g):
-        """The buffer's first ``n`` frames (utterances starting at ``bounds``), shuffled and spliced."""
+    def _shuffled(self, feats, labels, bounds, core, n, g):
+        """The buffer's first ``n`` frames (pieces starting at ``bounds``): the frames of the pieces'
+        ``core`` ranges, shuffled and spliced."""
         starts = torch.tensor(bounds)
         ends = torch.cat([starts[1:], torch.tensor([n])])
         buf = FrameSet(feats[:n], labels[:n], torch.repeat_interleave(torch.arange(len(bounds)), ends - starts),
                        starts, ends, [], [])
-        perm = torch.randperm(n, generator=g)
-        for i in range(0, n, self.batch_size):
-            idx = perm[i : i + self.batch_size]
+        trained = torch.from_numpy(np.concatenate([np.arange(a, b) for a, b in core]))
+        order = trained[torch.randperm(len(trained), generator=g)]
+        for i in range(0, len(order), self.batch_size):
+            idx = order[i : i + self.batch_size]
             yield buf.splice(idx, self.left, self.right), buf.labels[idx]
 
 

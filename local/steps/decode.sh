@@ -14,6 +14,7 @@ set -euo pipefail
 tuned_on=          # a dev decoding directory: score at its best LM weight and penalty
 subset_every=1     # decode every K-th utterance only
 threads=           # torch threads of the decoding process (asr-kd --threads)
+priors=            # DNNs: a JSON of senone log-priors to divide the posteriors by (asr-kd nnet priors)
 positional="<lang-dir> <G.fst> <cuts> <decode-dir> <model>..."
 . "$(dirname "$0")/../parse_options.sh"
 . "$(dirname "$0")/../path.sh"
@@ -24,5 +25,5 @@ scoring=(--lm-weights $lm_weights --word-ins-penalties $word_ins_penalties)
 [ -z "$tuned_on" ] || scoring=(--tuned-on "$tuned_on")
 # exec: the decoder takes this script's process, so killing the step kills the decoding
 # shellcheck disable=SC2086
-exec asr-kd ${threads:+--threads $threads} decode --model "$@" --lang-dir "$lang_dir" --lm "$lm" --cuts "$cuts" \
+exec asr-kd ${threads:+--threads $threads} decode --model "$@" ${priors:+--priors "$priors"} --lang-dir "$lang_dir" --lm "$lm" --cuts "$cuts" \
   --out-dir "$out_dir" "${scoring[@]}" --subset-every "$subset_every" --nj "$nj" $decode_opts

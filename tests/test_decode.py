@@ -1,4 +1,5 @@
 """HCLG construction on a toy lexicon and exact decoding of toy utterances with k2."""
+import os
 import numpy as np
 import pytest
 import torch
@@ -210,3 +211,23 @@ def test_parallel_jobs_give_the_words_of_one_job(toy):
                           loader=toy_scorer_and_graph, loader_args=(d, phones))
     assert one[0] == two[0] and one[1] == two[1]
     assert one[1][1.0, 0.0][2] is not None
+
+
+def test_a_decoding_is_kept_only_for_the_same_models_and_priors(tmp_path):
+    from asr_kd.decode.steps import decode_is_current
+    from asr_kd.utils import write_json
+
+    model = tmp_path / "final.pt"
+    model.write_text("m")
+    summary = tmp_path / "decode_dev" / "decode.json"
+    summary.parent.mkdir()
+    write_json(summary, {"model": [str(model)], "priors": "model"})
+    assert decode_is_current(summary, [model], [model], "model")
+    assert not decode_is_current(summary, [model], [model], "exp/x/posterior_priors.json")  # other priors
+    assert not decode_is_current(summary, [model], [model, model], "model")  # other models
+    write_json(summary, {"model": [str(model)]})  # written before decode.json recorded the priors
+    assert decode_is_current(summary, [model], [model], "model")
+    assert not decode_is_current(summary, [model], [model], "exp/x/posterior_priors.json")
+    os.utime(model)  # a retrained model
+    os.utime(summary, (0, 0))
+    assert not decode_is_current(summary, [model], [model], "model")

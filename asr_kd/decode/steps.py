@@ -294,6 +294,18 @@ def _prepare(models, lang_dir: Path, lm: Path, graph_dir: Optional[Path], opts: 
     return scorer, graph, graph_dir, lang, words, list(lm_weights), list(penalties)
 
 
+def decode_is_current(summary_path: Path, inputs: Sequence[Pathlike], models: Sequence[Pathlike],
+                      priors: Optional[str]) -> bool:
+    """A decode directory to keep: its ``decode.json`` is newer than every input (make's rule) and
+    was written for these models and these senone priors (another ``--priors``, or none, redoes it)."""
+    if not outputs_fresh([summary_path], inputs):
+        return False
+    done = read_json(summary_path)
+    # decode.json files written before it recorded the priors had a DNN's own ("model"), or none (GMM)
+    recorded = done.get("priors", None if priors is None else "model")
+    return done.get("model") == [str(m) for m in models] and recorded == priors
+
+
 def decode_cuts_step(models: Sequence[Pathlike], lang_dir: Path, lm: Path, cuts: Path, out_dir: Path,
                      opts: DecodeOpts, lm_weights: Sequence[float] = (10.0,), word_ins_penalties: Sequence[float] = (0.0,),
                      *, graph_dir: Optional[Path] = None, tuned_on: Optional[Path] = None, nj: int = 1,
@@ -312,8 +324,9 @@ def decode_cuts_step(models: Sequence[Pathlike], lang_dir: Path, lm: Path, cuts:
     model_paths = [Path(m) / "final.mdl" if Path(m).is_dir() else Path(m) for m in models]
     inputs = [*model_paths, *scorer.model_files, graph_dir / "HCLG.pt", cuts, lang_dir / "words.txt", lm,
               *([priors] if priors else [])]
-    if not force and outputs_fresh([summary_path], inputs):
-        log.info(f"{summary_path} exists and is newer than the model, graph and cuts; skipping (use --force to redo)")
+    if not force and decode_is_current(summary_path, inputs, models, getattr(scorer, "priors", None)):
+        log.info(f"{summary_path} exists, is newer than the model, graph and cuts and was decoded with the same "
+                 "models and priors; skipping (use --force to redo)")
         return None
     if not cuts.is_file():
         raise FileNotFoundError(f"{cuts} not found: run the feature stage first")

@@ -195,6 +195,8 @@ def _export_dnn(scorer, model_paths: Sequence[Path], tmp: Path) -> List[str]:
         provenance = {key: meta.pop(key) for key in ("train_cuts", "teachers") if key in meta}
         provenance.update(exported_from=str(Path(src).resolve()), gmm_dir=str(meta.get("gmm_dir")))
         meta.update(gmm_dir=".", paths_relative_to="model_file", features=scorer.features, provenance=provenance)
+        if scorer.priors != "model":  # the priors decoding divides by, e.g. the model's own mean posterior
+            meta.update(log_priors=scorer.log_priors.tolist(), priors_from=scorer.priors)
         d["meta"] = meta
         names.append(f"dnn_{k}.pt")
         torch.save(d, tmp / names[-1])
@@ -214,7 +216,7 @@ def _export_gmm(scorer, tmp: Path) -> List[str]:
 def export_model(models: Sequence[Pathlike], out_dir: Pathlike, lang_dir: Optional[Pathlike] = None,
                  lm: Optional[Pathlike] = None, graph_dir: Optional[Pathlike] = None, graph: bool = True,
                  torchscript: bool = True, archive: bool = False, force: bool = False,
-                 command: Optional[str] = None) -> dict:
+                 command: Optional[str] = None, priors: Optional[Pathlike] = None) -> dict:
     """Write the export directory ``out_dir`` (see the module doc) and return its manifest.
 
     ``models``: a GMM directory, or DNN ``.pt`` files (several: an ensemble). With ``lang_dir``
@@ -222,7 +224,8 @@ def export_model(models: Sequence[Pathlike], out_dir: Pathlike, lang_dir: Option
     (default: where ``asr-kd decode`` caches it, ``<GMM dir>/graph_<LM>``) when its fingerprint
     still matches, else built. Written beside ``out_dir`` and renamed into place, so an
     interrupted export leaves nothing that looks complete. An existing ``out_dir`` is replaced only
-    with ``force``, and only if it is an export."""
+    with ``force``, and only if it is an export. ``priors``: DNNs, a JSON of senone log-priors (``asr-kd
+    nnet priors``) that the exported model divides its posteriors by instead of its own."""
     from asr_kd.decode.acoustic import load_scorer
     from asr_kd.model_info import check_phones
 
@@ -234,7 +237,7 @@ def export_model(models: Sequence[Pathlike], out_dir: Pathlike, lang_dir: Option
     if lm is not None and lang_dir is None:
         raise UserError("--lm needs --lang-dir (the LM's word table)")
     model_paths = [Path(m) for m in models]
-    scorer = load_scorer(model_paths, "cpu")
+    scorer = load_scorer(model_paths, "cpu", priors)
     kind = "gmm" if scorer.kind == "gmm" else ("dnn" if len(model_paths) == 1 else "dnn-ensemble")
     gmm_dir = scorer.gmm_dir
     if lang_dir is not None:  # a lang over other phones would make a graph that decodes garbage
@@ -260,7 +263,8 @@ def export_model(models: Sequence[Pathlike], out_dir: Pathlike, lang_dir: Option
                 priors["used_for"] = "not used by GMM decoding: the senone frequencies of the GMM's training alignment"
         else:
             priors = {"num_pdfs": scorer.num_pdfs, "log_priors": scorer.log_priors.tolist(),
-                      "used_for": "subtracted from the DNN log-posteriors in decoding (those of the first model)"}
+                      "used_for": "subtracted from the DNN log-posteriors in decoding",
+                      "from": scorer.priors if scorer.priors != "model" else "the first model"}
         if priors is not None:
             write_json(tmp / "priors.json", priors)
         script = None
@@ -467,13 +471,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-graph", action="store_true", help="do not include the HCLG (decoding builds it)")
     parser.add_argument("--no-torchscript", action="store_true", help="no TorchScript copy of a DNN")
     parser.add_argument("--archive", action="store_true", help="also write OUT_DIR.tar.gz")
+    parser.add_argument("--priors", type=Path,
+                        help="DNNs: a JSON of senone log_priors (asr-kd nnet priors) the export divides the "
+                             "posteriors by, instead of those saved in the model (as asr-kd decode --priors)")
     parser.add_argument("--force", action="store_true", help="replace an existing export at --out-dir")
 
 
 def _command(args) -> str:
     """The command line that does this export, from its parsed arguments."""
     words = ["asr-kd", "export", "--model", *map(str, args.model), "--out-dir", str(args.out_dir)]
-    for flag in ("lang_dir", "lm", "graph_dir"):
+    for flag in ("lang_dir", "lm", "graph_dir", "priors"):
         if getattr(args, flag) is not None:
             words += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     words += [f"--{f.replace('_', '-')}" for f in ("no_graph", "no_torchscript", "archive", "force")
@@ -483,5 +490,6 @@ def _command(args) -> str:
 
 def run(args) -> int:
     export_model(args.model, args.out_dir, args.lang_dir, args.lm, args.graph_dir, graph=not args.no_graph,
-                 torchscript=not args.no_torchscript, archive=args.archive, force=args.force, command=_command(args))
+                 torchscript=not args.no_torchscript, archive=args.archive, force=args.force, command=_command(args),
+                 priors=args.priors)
     return 0

@@ -34,3 +34,7 @@ nnet_opts=""           # extra asr-kd nnet train options (--device cuda, --max-f
 stream_frames=false    # true: the DNNs stream their training frames from shards in data/shards/ (memory bounded
                        # by --buffer-frames, not by the corpus) instead of holding them all in each process
 distill_opts=""        # extra options for the distilled students only (stages 11, 12), e.g. --grad-clip 5
+dnn_priors=alignment   # senone priors the DNN posteriors are divided by in decoding: alignment (the GMM
+                       # alignment's label counts, saved in every model) or posterior (each system's own mean
+                       # posterior, as Kaldi's nnet; ../../local/tune_priors.sh compares them on dev)
+priors_utterances=1500 # posterior: training utterances the mean posterior is taken over

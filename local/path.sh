@@ -72,6 +72,19 @@ report_row() {
   asr-kd report --table "$table" --system "$system" --set "$set" --command "$command" "$@"
 }
 
+# usage: priors_opt DIR MODEL...: the decoding option for a DNN system's senone priors ($dnn_priors):
+# none for "alignment" (the GMM alignment's label counts, saved in every model), or for "posterior"
+# --priors DIR/posterior_priors.json, the system's own mean posterior over $priors_utterances training
+# utterances (as Kaldi's nnet), computed first (kept while newer than the models and labels)
+priors_opt() {
+  local dir=$1; shift
+  [ "$dnn_priors" = posterior ] || return 0
+  asr-kd nnet priors --models "$@" --cuts data/senones/${corpus}_cuts_$dnn_train.jsonl.gz \
+    --frames-cache data/frames/$dnn_train.pt --max-utterances "$priors_utterances" \
+    --out $dir/posterior_priors.json >&2
+  echo --priors $dir/posterior_priors.json
+}
+
 # usage: dnn_systems K "T...": a recipe's DNN systems, one "system:dir:models" line each (models
 # comma-separated): the baseline (seed 1), the K-model ensemble, one student per temperature
 dnn_systems() {

@@ -175,6 +175,22 @@ def test_torchscript_gives_the_posteriors_of_the_exported_dnns(recipe, tmp_path)
     assert "CMVN-normalized" in json.loads(extra["asr_kd.json"])["input"]
 
 
+def test_export_carries_the_priors_it_was_given(recipe, tmp_path):
+    """asr-kd export --priors: the exported DNN divides by those priors (decoding and TorchScript alike)."""
+    from asr_kd.decode.acoustic import DnnScorer
+    from asr_kd.utils import write_json
+
+    model = recipe / "exp/dnn_seed1/final.pt"
+    own = DnnScorer([model]).log_priors
+    priors = torch.log_softmax(torch.randn(len(own)), 0)
+    write_json(tmp_path / "p.json", {"log_priors": priors.tolist()})
+    assert asr_kd("export", "--model", model, "--out-dir", tmp_path / "x", "--priors", tmp_path / "p.json") == 0
+    assert torch.allclose(DnnScorer([tmp_path / "x" / "dnn_1.pt"]).log_priors, priors)
+    assert not torch.allclose(priors, own)
+    assert json.loads((tmp_path / "x" / "priors.json").read_text())["from"] == str(tmp_path / "p.json")
+    assert torch.allclose(torch.jit.load(str(tmp_path / "x" / "dnn.torchscript.pt")).log_priors, priors)
+
+
 def reference_log_posteriors(models, feats):
     """The original networks on spliced frames (FrameSet.splice), their posteriors averaged."""
     from asr_kd.nnet.data import FrameSet

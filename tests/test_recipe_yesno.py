@@ -160,3 +160,17 @@ def test_priors_from_the_models_posterior_decode(recipe):
                   "data/lang", "--lm", "data/lm/G_3gram.fst", "--cuts", "data/fbank/yesno_cuts_test.jsonl.gz",
                   "--out-dir", "exp/tri1/x")
     assert gmm_dir.returncode != 0 and "--priors is for DNNs" in gmm_dir.stderr
+
+
+def test_recipe_decodes_with_posterior_priors_when_asked(recipe):
+    """--dnn-priors posterior: stage 10 computes each system's own mean-posterior priors and decodes dev
+    and test with them (the earlier decodings, made with the model's priors, are redone, not kept)."""
+    d, proc, env, args = recipe
+    out = subprocess.run(["bash", str(d / "run.sh"), *args, "--dnn-priors", "posterior", "--stage", "10",
+                          "--stop-stage", "10"], env=env, cwd=d, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
+    for system in ("dnn_seed1", "dnn_ensemble"):
+        priors = f"exp/{system}/posterior_priors.json"
+        assert (d / priors).is_file()
+        for s in ("dev", "test"):
+            assert json.loads((d / "exp" / system / f"decode_{s}" / "decode.json").read_text())["priors"] == priors

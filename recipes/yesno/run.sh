@@ -174,8 +174,9 @@ if stage_on 10; then
     IFS=: read -r system dir models <<< "$entry"
     asr-kd nnet eval --models ${models//,/ } --cuts data/senones/${corpus}_cuts_test.jsonl.gz $(frames test) \
       --out $dir/eval_test.json
-    "${decode[@]}" data/lang $G data/fbank/${corpus}_cuts_dev.jsonl.gz $dir/decode_dev ${models//,/ }
-    "${decode[@]}" --tuned-on $dir/decode_dev --subset-every $test_subset_every data/lang $G \
+    priors=$(priors_opt $dir ${models//,/ })
+    "${decode[@]}" $priors data/lang $G data/fbank/${corpus}_cuts_dev.jsonl.gz $dir/decode_dev ${models//,/ }
+    "${decode[@]}" $priors --tuned-on $dir/decode_dev --subset-every $test_subset_every data/lang $G \
       data/fbank/${corpus}_cuts_test.jsonl.gz $dir/decode_test ${models//,/ }
   done
   report_row "$table1" dnn-baseline test --decode-dir exp/dnn_seed1/decode_test \
@@ -194,8 +195,9 @@ if stage_on 11; then
     dir=exp/dnn_distilled_T$T
     asr-kd nnet eval --models $dir/final.pt --cuts data/senones/${corpus}_cuts_test.jsonl.gz $(frames test) \
       --out $dir/eval_test.json
-    "${decode[@]}" data/lang $G data/fbank/${corpus}_cuts_dev.jsonl.gz $dir/decode_dev $dir/final.pt
-    "${decode[@]}" --tuned-on $dir/decode_dev --subset-every $test_subset_every data/lang $G \
+    priors=$(priors_opt $dir $dir/final.pt)
+    "${decode[@]}" $priors data/lang $G data/fbank/${corpus}_cuts_dev.jsonl.gz $dir/decode_dev $dir/final.pt
+    "${decode[@]}" $priors --tuned-on $dir/decode_dev --subset-every $test_subset_every data/lang $G \
       data/fbank/${corpus}_cuts_test.jsonl.gz $dir/decode_test $dir/final.pt
     report_row "$table1" dnn-distilled-T$T test --decode-dir $dir/decode_test --frame-accuracy $dir/eval_test.json \
       --summary $dir/summary.json --field temperature=$T hard_weight=$hard_weight
@@ -237,7 +239,8 @@ if stage_on 13; then
   for entry in $(dnn_systems $num_teachers "$temperatures"); do
     IFS=: read -r system dir models <<< "$entry"
     [ -f "$dir/decode_test/decode.json" ] || { log "$system: not decoded yet (stages 10-11); skipped"; continue; }
-    "${decode[@]}" --nj 1 --threads 1 --tuned-on $dir/decode_dev \
+    priors=$(priors_opt $dir ${models//,/ })
+    "${decode[@]}" $priors --nj 1 --threads 1 --tuned-on $dir/decode_dev \
       data/lang $G data/fbank/${corpus}_cuts_dev.jsonl.gz $dir/decode_dev_1thread ${models//,/ }
     report_row "$table13" $system test --decode-dir $dir/decode_test --speed-dir $dir/decode_dev_1thread --paper $paper --note-key table13
   done

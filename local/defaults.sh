@@ -37,5 +37,5 @@ distill_opts=""        # extra options for the distilled students only (stages 1
 dnn_priors=alignment   # senone priors the DNN posteriors are divided by in decoding: alignment (the GMM
                        # alignment's label counts, saved in every model) or posterior (each system's own mean
                        # posterior, as Kaldi's nnet; ../../local/tune_priors.sh compares them on dev)
-priors_utterances=1500 # posterior: training utterances the mean posterior is taken over (the training frames are
-                       # read into memory first: not yet for a corpus that needs --stream-frames true)
+priors_utterances=1500 # posterior: training utterances the mean posterior is taken over (with --stream-frames
+                       # true, only those are read, from the frame shards)

@@ -79,9 +79,11 @@ report_row() {
 priors_opt() {
   local dir=$1; shift
   [ "$dnn_priors" = posterior ] || return 0
-  asr-kd nnet priors --models "$@" --cuts data/senones/${corpus}_cuts_$dnn_train.jsonl.gz \
-    --frames-cache data/frames/$dnn_train.pt --max-utterances "$priors_utterances" \
-    --out $dir/posterior_priors.json >&2
+  local src="--frames-cache data/frames/$dnn_train.pt"
+  [ "$stream_frames" != true ] || src="--stream-frames data/shards/$dnn_train"
+  # shellcheck disable=SC2086
+  asr-kd nnet priors --models "$@" --cuts data/senones/${corpus}_cuts_$dnn_train.jsonl.gz $src \
+    --max-utterances "$priors_utterances" --out $dir/posterior_priors.json >&2
   echo --priors $dir/posterior_priors.json
 }
 

@@ -150,6 +150,16 @@ def test_priors_from_the_models_posterior_decode(recipe):
     gmm = json.loads((d / "exp" / "tri1" / "priors.json").read_text())
     assert len(priors["log_priors"]) == gmm["num_pdfs"] and priors["frames"] > 0
     assert sum(math.exp(v) for v in priors["log_priors"]) == pytest.approx(1.0, abs=1e-6)
+    # from frame shards, reading only the utterances it averages over: the same priors
+    out = run("nnet", "priors", "--models", "exp/dnn_seed1/final.pt", "--cuts", "data/senones/yesno_cuts_train.jsonl.gz",
+              "--stream-frames", "exp/priors_shards", "--max-utterances", "7", "--out", "exp/priors_streamed.json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    out = run("nnet", "priors", "--models", "exp/dnn_seed1/final.pt", "--cuts", "data/senones/yesno_cuts_train.jsonl.gz",
+              "--max-utterances", "7", "--out", "exp/priors_memory.json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    streamed, memory = (json.loads((d / "exp" / f"priors_{k}.json").read_text()) for k in ("streamed", "memory"))
+    assert streamed["utterances"] == memory["utterances"] == 7 and streamed["frames"] == memory["frames"]
+    assert streamed["log_priors"] == pytest.approx(memory["log_priors"], abs=1e-4)
     out = run("decode", "--model", "exp/dnn_seed1/final.pt", "--priors", "exp/dnn_seed1/posterior_priors.json",
               "--lang-dir", "data/lang", "--lm", "data/lm/G_3gram.fst", "--cuts", "data/fbank/yesno_cuts_test.jsonl.gz",
               "--out-dir", "exp/dnn_seed1/decode_test_posterior_priors", "--lm-weights", "10")

@@ -85,6 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--max-utterances", type=int, default=0,
                    help="use this many utterances spread over the set (0: all)")
     p.add_argument("--floor", type=float, default=1e-8, help="smallest prior (then renormalized)")
+    add_flags(p, config_flags(StreamOpts, fields=("dir", "shard_frames")))
 
 
 def _stream(args) -> Optional[StreamOpts]:
@@ -95,7 +96,7 @@ def _stream(args) -> Optional[StreamOpts]:
 
 def run(args) -> int:
     if args.nnet_step == "priors":
-        priors_step(args.models, args.cuts, args.out, frames_cache=args.frames_cache,
+        priors_step(args.models, args.cuts, args.out, frames_cache=args.frames_cache, stream=_stream(args),
                     max_utterances=args.max_utterances, floor=args.floor, device=args.device, force=args.force)
     elif args.nnet_step == "eval":
         eval_step(args.models, args.cuts, args.out, frames_cache=args.frames_cache, stream=_stream(args),

@@ -269,22 +269,27 @@ def eval_step(
 
 
 def priors_step(models: Sequence[Path], cuts: Path, out: Path, *, frames_cache: Optional[Path] = None,
-                max_utterances: int = 0, floor: float = 1e-8, dtype: str = "auto", device: str = "cpu",
-                force: bool = False) -> Optional[dict]:
+                stream: Optional[StreamOpts] = None, max_utterances: int = 0, floor: float = 1e-8,
+                dtype: str = "auto", device: str = "cpu", force: bool = False) -> Optional[dict]:
     """Senone priors from the models' mean posterior (an ensemble's: the mean of its members'
     distributions) over the frames of ``cuts`` (every utterance, or ``max_utterances`` spread evenly
     over the set), floored at ``floor`` and renormalized, written to ``out`` as ``log_priors`` (kept
     while :func:`up_to_date`, unless ``force``; then None is returned). A model whose average
     posterior has drifted from the alignment's label counts (soft targets, dropout, speed
-    perturbation) is then scored by its own."""
+    perturbation) is then scored by its own. ``stream``: only those utterances are read, from frame
+    shards (written from ``cuts`` first), instead of the whole set into memory."""
     out = Path(out)
     if up_to_date(out, models, [cuts], force):
         return None
-    frames = load_frames(cuts, frames_cache)
-    utts = list(range(len(frames.cut_ids)))
+    source = (open_frame_shards(cuts, stream.dir, speaker_cmvn, stream.shard_frames) if stream is not None
+              else load_frames(cuts, frames_cache))
+    utts = list(range(len(source.cut_ids)))
     if max_utterances and max_utterances < len(utts):
         utts = [utts[i] for i in np.linspace(0, len(utts) - 1, max_utterances).round().astype(int)]
-        frames = frames.subset(utts)
+    if stream is not None:
+        frames = source.frameset(utts)
+    else:
+        frames = source.subset(utts) if len(utts) < len(source.cut_ids) else source
     loaded = [load_model(p, device) for p in models]
     model = loaded[0] if len(loaded) == 1 else Ensemble(loaded)
     total = torch.zeros(loaded[0].cfg.num_senones, dtype=torch.float64)

@@ -104,6 +104,15 @@ def load_frames(cuts_path: Path, cache: Optional[Path] = None) -> FrameSet:
     return frames
 
 
+def frame_source(cuts: Path, frames_cache: Optional[Path] = None, stream: Optional[StreamOpts] = None,
+                 progress: bool = True):
+    """The labelled frames of ``cuts``: with ``stream``, frame shards (written from ``cuts`` first and
+    read a part at a time); else a :class:`FrameSet` in memory, through ``frames_cache``."""
+    if stream is not None:
+        return open_frame_shards(cuts, stream.dir, speaker_cmvn, stream.shard_frames, progress=progress)
+    return load_frames(cuts, frames_cache)
+
+
 def check_not_stale(exp_dirs: Sequence[Pathlike], inputs: Sequence[Pathlike]) -> None:
     """A model directory (final model or checkpoints) older than the labels, priors or teachers it
     was trained from would be kept (or resumed) as if it were current: refuse, naming both. Not
@@ -170,10 +179,7 @@ def train_step(
     if not priors_path.is_file():
         raise FileNotFoundError(f"{priors_path} not found: train the GMM system first")
     priors = read_json(priors_path)
-    if stream is not None:
-        frames = open_frame_shards(cuts, stream.dir, speaker_cmvn, stream.shard_frames, progress=train_cfg.progress)
-    else:
-        frames = load_frames(cuts, frames_cache)
+    frames = frame_source(cuts, frames_cache, stream, progress=train_cfg.progress)
     if dev_cuts:
         cache = frames_cache.with_name(frames_cache.stem + "_dev.pt") if frames_cache else None
         dev_set = load_frames(dev_cuts, cache)
@@ -243,15 +249,13 @@ def eval_step(
     if up_to_date(out, models, [cuts], force):
         return None
     selected = bool(split.dev_fraction) or split.subset_fraction < 1.0
+    source = frame_source(cuts, frames_cache, stream)
+    utts = training_splits(source, split)[0] if selected else range(len(source.cut_ids))
     if stream is not None:
-        shards = open_frame_shards(cuts, stream.dir, speaker_cmvn, stream.shard_frames)
-        utts = training_splits(shards, split)[0] if selected else range(len(shards.cut_ids))
-        parts = consecutive_parts(utts, shards.lengths, stream.buffer_frames)
-        sets = (shards.frameset(part) for part in parts)  # a buffer's worth in memory at a time
+        parts = consecutive_parts(utts, source.lengths, stream.buffer_frames)
+        sets = (source.frameset(part) for part in parts)  # a buffer's worth in memory at a time
     else:
-        frames = load_frames(cuts, frames_cache)
-        utts = training_splits(frames, split)[0] if selected else range(len(frames.cut_ids))
-        sets = [frames.subset(utts) if selected else frames]
+        sets = [source.subset(utts) if selected else source]
     loaded = [load_model(p, device) for p in models]
     model = loaded[0] if len(loaded) == 1 else Ensemble(loaded)
     correct = scored = num_frames = 0
@@ -281,8 +285,7 @@ def priors_step(models: Sequence[Path], cuts: Path, out: Path, *, frames_cache: 
     out = Path(out)
     if up_to_date(out, models, [cuts], force):
         return None
-    source = (open_frame_shards(cuts, stream.dir, speaker_cmvn, stream.shard_frames) if stream is not None
-              else load_frames(cuts, frames_cache))
+    source = frame_source(cuts, frames_cache, stream)
     utts = list(range(len(source.cut_ids)))
     if max_utterances and max_utterances < len(utts):
         utts = [utts[i] for i in np.linspace(0, len(utts) - 1, max_utterances).round().astype(int)]

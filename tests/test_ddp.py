@@ -85,7 +85,8 @@ def test_two_ranks_train_the_model_one_process_trains(tmp_path):
     a = load_model(tmp_path / "ddp" / "final.pt").state_dict()
     b = load_model(tmp_path / "single" / "final.pt").state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
-    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["best.pt", "epoch-1.pt", "final.pt", "summary.json"]
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["best.pt", "config.json", "epoch-1.pt", "final.pt",
+                                                                 "summary.json"]
 
     # Resume under DDP: one more epoch from the checkpoint, the same as one process doing the same.
     for d in ("ddp", "single"):
@@ -143,7 +144,7 @@ def test_two_ranks_stream_disjoint_utterances_and_checkpoint_once(tmp_path):
     assert sorted(r0["utterances"] + r1["utterances"]) == list(range(20))  # ... and covering the epoch
     assert r0["frames"] == r1["frames"] == 10 * frames
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [
-        "best.pt", "epoch-1.pt", "epoch-2.pt", "final.pt", "summary.json"]
+        "best.pt", "config.json", "epoch-1.pt", "epoch-2.pt", "final.pt", "summary.json"]
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert [h["epoch"] for h in summary["history"]] == [1, 2]
     assert summary["best_dev_frame_accuracy"] > 100 / 6  # it learned (6 classes: chance is 16.7%)

@@ -228,6 +228,8 @@ def test_quick_run_end_to_end(corpora, tmp_path):
     # the test-optimal shift is never worse on test than no shift
     assert by[("no3-bias", "test")]["errors"] <= by[("no3", "test")]["errors"]
     assert (res / "sweep.png").stat().st_size > 1000
+    saved = json.loads((exp / "baseline" / "config.json").read_text())  # the settings, beside the model
+    assert saved["train"]["batch_size"] == 50 and saved["train"]["desc"] == "baseline"
     md = (res / "RESULTS.md").read_text()
     assert "Stage wall times: teacher" in md and "total" in md
     assert "| teacher | test |" in md and "Paper" in md and "asr-kd mnist all --exp-dir" in md and "--quick" in md

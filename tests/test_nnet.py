@@ -8,7 +8,7 @@ import torch
 from asr_kd.nnet import (DnnConfig, Ensemble, FrameSet, TrainConfig, frame_accuracy_of, frame_batches, load_model,
                          split_by_speaker, subset_utterances, train)
 from asr_kd.nnet.steps import check_not_stale, up_to_date
-from asr_kd.utils import UserError, exclusive_lock, write_json
+from asr_kd.utils import UserError, exclusive_lock, read_json, write_json
 
 
 def synthetic_frames(num_utts=40, num_senones=6, dim=8, seed=0, frames=30):
@@ -82,6 +82,8 @@ def test_training_learns_and_exports(trained):
     chance = 100 / 6
     assert frame_accuracy_of(m, dev_set, dtype="fp32") > 2 * chance
     assert (d / "teacher1" / "summary.json").exists()
+    saved = read_json(d / "teacher1" / "config.json")  # the settings, saved with the model
+    assert saved["train"]["seed"] == 1 and saved["model"]["num_senones"] == 6
     # different seeds, different models
     assert not torch.equal(teachers[0].net[0].weight, teachers[1].net[0].weight)
 

@@ -1,4 +1,5 @@
-"""The shared image-training loop (asr_kd.vision.train) on tiny synthetic problems."""
+"""Image classifiers through the shared training loop (asr_kd.vision.train over asr_kd.training) on tiny
+synthetic problems."""
 import math
 
 import pytest
@@ -6,10 +7,10 @@ import torch
 import torch.nn as nn
 
 from asr_kd.distill import tempered_softmax
+from asr_kd.training import apply_max_norm
 from asr_kd.utils import UserError, exclusive_lock
 from asr_kd.vision.train import (
     TrainConfig,
-    apply_max_norm,
     count_errors,
     lr_factor,
     predict_logits,

@@ -1,6 +1,8 @@
 """Training a DNN acoustic model on hard labels or on an ensemble's soft targets.
 
-One loop serves the baseline, each teacher of the ensemble and every distilled student:
+The toolkit's one training loop (:mod:`asr_kd.training`, shared with the image recipes) serves the
+baseline, each teacher of the ensemble and every distilled student; this module gives it the
+speech frames' batches and the DNN's policy (a :class:`~asr_kd.training.Learner` per model):
 
 - targets: the forced-alignment senones (hard), and/or the teachers' tempered distribution from
   the teachers' logits computed on the fly for each batch (exact, nothing cached), tempered and
@@ -24,20 +26,19 @@ import contextlib
 import itertools
 import logging
 import os
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
 import torch
-from tqdm import tqdm
 
 from asr_kd.config import option
 from asr_kd.distill import HARD_WEIGHT, DistillationLoss, ensemble_probs
 from asr_kd.nnet.data import FrameSet, frame_batches
 from asr_kd.nnet.stream import StreamFrameSet
 from asr_kd.nnet.model import Dnn, DnnConfig, Ensemble, save_model
-from asr_kd.utils import Pathlike, atomic_path, autocast, read_json, resolve_dtype, training_lock, write_json
+from asr_kd.training import Batch, Learner, fit, save_checkpoint
+from asr_kd.utils import Pathlike, autocast, read_json, resolve_dtype, training_lock, write_json
 
 log = logging.getLogger(__name__)
 
@@ -164,34 +165,42 @@ def _latest_checkpoint(exp_dir: Path) -> Optional[Path]:
     return ckpts[-1] if ckpts else None
 
 
-class _Run:
-    """One model being trained in ``exp_dir``: its optimizer, learning-rate schedule, early
-    stopping, history and per-epoch checkpoints (resumed from the latest one)."""
+class _DnnLearner(Learner):
+    """One DNN being trained in ``exp_dir``: newbob learning rate, early stopping, dev frame
+    accuracy each epoch, ``best.pt`` and per-epoch checkpoints ``epoch-N.pt`` (resumed from the
+    latest one)."""
 
-    def __init__(self, exp_dir: Path, model_cfg: DnnConfig, cfg: TrainConfig, rank: int, world: int):
-        self.exp_dir, self.cfg, self.rank, self.world = exp_dir, cfg, rank, world
-        self.loss = DistillationLoss(cfg.temperature, cfg.hard_weight, cfg.soft_weight, cfg.logit_matching,
-                                     cfg.ensemble_method)
+    def __init__(self, exp_dir: Path, model_cfg: DnnConfig, cfg: TrainConfig, dev_set: FrameSet, rank: int,
+                 world: int):
         if rank == 0:
             exp_dir.mkdir(parents=True, exist_ok=True)
+            write_json(exp_dir / "config.json", {"model": asdict(model_cfg), "train": asdict(cfg)})
         torch.manual_seed(cfg.seed)
         cfg.dtype = resolve_dtype(cfg.dtype, cfg.device)
-        self.model = Dnn(model_cfg).to(cfg.device)
-        self.opt = _make_optimizer(self.model, cfg)
-        self.history: List[dict] = []
-        self.start_epoch, self.lr, self.best_acc, self.best_epoch, self.bad_epochs = 1, cfg.lr, -1.0, 0, 0
+        model = Dnn(model_cfg).to(cfg.device)
+        super().__init__(model, _make_optimizer(model, cfg),
+                         DistillationLoss(cfg.temperature, cfg.hard_weight, cfg.soft_weight, cfg.logit_matching,
+                                          cfg.ensemble_method),
+                         name=str(exp_dir), device=cfg.device, dtype=cfg.dtype, grad_clip=cfg.grad_clip)
+        self.exp_dir, self.cfg, self.dev_set, self.rank, self.world = exp_dir, cfg, dev_set, rank, world
+        self.lr, self.best_acc, self.best_epoch, self.bad_epochs = cfg.lr, -1.0, 0, 0
         ckpt = _latest_checkpoint(exp_dir)
         if ckpt is not None:
-            state = torch.load(ckpt, map_location=cfg.device)
-            self.model.load_state_dict(state["model"])
-            self.opt.load_state_dict(state["optimizer"])
-            self.history = state["history"]
-            self.start_epoch = state["epoch"] + 1
-            self.lr, self.best_acc = state["lr"], state["best_acc"]
-            self.best_epoch, self.bad_epochs = state["best_epoch"], state["bad_epochs"]
-            log.info(f"resuming {exp_dir} after epoch {state['epoch']} (best dev {self.best_acc:.2f}% "
+            self.restore(torch.load(ckpt, map_location=cfg.device))
+            log.info(f"resuming {exp_dir} after epoch {self.start_epoch - 1} (best dev {self.best_acc:.2f}% "
                      f"at epoch {self.best_epoch})")
-        self.net = torch.nn.parallel.DistributedDataParallel(self.model) if world > 1 else self.model
+        if world > 1:  # wrapped after the resume: DDP broadcasts rank 0's weights when it wraps
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model)
+
+    def extra_state(self) -> dict:
+        return {"lr": self.lr, "best_acc": self.best_acc, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.lr, self.best_acc = state["lr"], state["best_acc"]
+        self.best_epoch, self.bad_epochs = state["best_epoch"], state["bad_epochs"]
+
+    def nan_advice(self) -> str:
+        return f"; lower the learning rate (last checkpoint: {_latest_checkpoint(self.exp_dir)})"
 
     def stopped_early(self) -> bool:
         return bool(self.cfg.patience and self.bad_epochs >= self.cfg.patience)
@@ -199,46 +208,22 @@ class _Run:
     def trains_in(self, epoch: int) -> bool:
         return self.start_epoch <= epoch <= self.cfg.epochs and not self.stopped_early()
 
-    def begin_epoch(self) -> None:
-        for g in self.opt.param_groups:
+    def begin_epoch(self, epoch: int) -> None:
+        for g in self.optimizer.param_groups:
             g["lr"] = self.lr
-        self.model.train()
-        self.loss_sum, self.frames, self.correct, self.clipped, self.steps, self.step_s = 0.0, 0, 0, 0, 0, 0.0
+        super().begin_epoch(epoch)
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, t_logits: Optional[torch.Tensor], epoch: int, b: int) -> None:
-        """One update on a batch; ``t_logits`` [K, B, S] are the teachers' (shared by every student)."""
-        cfg = self.cfg
-        t0 = time.time()
-        with autocast(cfg.device, cfg.dtype):
-            logits = self.net(x)
-        logits = logits.float()
-        loss = self.loss(logits, teacher_logits=t_logits, hard_labels=y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{self.exp_dir}: loss is {loss.item()} at epoch {epoch}, batch {b}; lower the "
-                                     f"learning rate (last checkpoint: {_latest_checkpoint(self.exp_dir)})")
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            self.clipped += int(norm > cfg.grad_clip)
-        self.opt.step()
-        self.loss_sum += loss.item() * len(y)
-        self.frames += len(y)
-        self.correct += int((logits.argmax(-1) == y).sum())
-        self.steps += 1
-        self.step_s += time.time() - t0
-
-    def end_epoch(self, epoch: int, dev_set: FrameSet, wall: float, teacher_s: float) -> None:
+    def end_epoch(self, epoch: int, wall_s: float, prepare_s: float) -> None:
         """Dev accuracy, newbob halving, early-stopping count, best model and checkpoint."""
         cfg = self.cfg
-        dev_acc = frame_accuracy_of(self.model, dev_set, cfg.device, cfg.dtype)
+        dev_acc = frame_accuracy_of(self.model, self.dev_set, cfg.device, cfg.dtype)
         improved = dev_acc > self.best_acc
-        record = {"epoch": epoch, "lr": self.lr, "train_loss": self.loss_sum / max(self.frames, 1),
-                  "train_frame_accuracy": 100.0 * self.correct / max(self.frames, 1), "dev_frame_accuracy": dev_acc,
-                  "frames": self.frames * self.world, "wall_s": round(wall, 2),
-                  "frames_per_s": round(self.frames * self.world / max(wall, 1e-9), 1)}
-        if teacher_s:  # the teachers' share of the epoch (one pass, shared by every student trained with it)
-            record["teacher_s"] = round(teacher_s, 2)
+        record = {"epoch": epoch, "lr": self.lr, "train_loss": self.loss_sum / max(self.examples, 1),
+                  "train_frame_accuracy": 100.0 * self.correct / max(self.labelled, 1), "dev_frame_accuracy": dev_acc,
+                  "frames": self.examples * self.world, "wall_s": round(wall_s, 2),
+                  "frames_per_s": round(self.examples * self.world / max(wall_s, 1e-9), 1)}
+        if prepare_s:  # the teachers' share of the epoch (one pass, shared by every student trained with it)
+            record["teacher_s"] = round(prepare_s, 2)
             record["student_s"] = round(self.step_s, 2)
         if cfg.grad_clip:
             record["clipped_pct"] = round(100.0 * self.clipped / max(self.steps, 1), 1)
@@ -252,20 +237,16 @@ class _Run:
         if improved:
             self.best_acc, self.best_epoch, self.bad_epochs = dev_acc, epoch, 0
             if self.rank == 0:
-                with atomic_path(self.exp_dir / "best.pt") as tmp:
-                    torch.save(self.model.state_dict(), tmp)
+                save_checkpoint(self.exp_dir / "best.pt", self.model.state_dict())
         else:
             self.bad_epochs += 1
         if self.rank == 0:
-            with atomic_path(self.exp_dir / f"epoch-{epoch}.pt") as tmp:
-                torch.save({"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                            "history": self.history, "epoch": epoch, "lr": self.lr, "best_acc": self.best_acc,
-                            "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}, tmp)
+            save_checkpoint(self.exp_dir / f"epoch-{epoch}.pt", self.checkpoint(epoch))
             for old in self.exp_dir.glob("epoch-*.pt"):  # keep the last two
                 if int(old.stem.split("-")[1]) < epoch - 1:
                     old.unlink()
 
-    def finish(self, model_cfg: DnnConfig, train_set: FrameSet, dev_set: FrameSet, teachers, meta) -> dict:
+    def finish(self, model_cfg: DnnConfig, train_set: FrameSet, teachers, meta) -> dict:
         """Export the best epoch as final.pt with summary.json."""
         summary = {
             "best_epoch": self.best_epoch,
@@ -278,7 +259,7 @@ class _Run:
             "distilled": teachers is not None,
             "num_teachers": len(teachers.members) if teachers is not None else 0,
             "train_frames": len(train_set),
-            "dev_frames": len(dev_set),
+            "dev_frames": len(self.dev_set),
             "history": self.history,
             "wall_s": round(sum(h["wall_s"] for h in self.history), 1),
         }
@@ -343,7 +324,7 @@ def _train_together(
     rank, world = distributed()
     cfg0 = cfgs[todo[0]]
     device = cfg0.device
-    runs = {i: _Run(exp_dirs[i], model_cfg, cfgs[i], rank, world) for i in todo}
+    runs = {i: _DnnLearner(exp_dirs[i], model_cfg, cfgs[i], dev_set, rank, world) for i in todo}
     if teachers is not None:
         teachers = teachers.to(device).eval()
         for p in teachers.parameters():
@@ -353,41 +334,35 @@ def _train_together(
         teacher_dtype = resolve_dtype(cfg0.dtype, device)
     left, right = model_cfg.left_context, model_cfg.right_context
     augment = cfg0.freq_mask > 0 or cfg0.time_mask > 0
-    name = exp_dirs[todo[0]].name + (f" (+{len(todo) - 1})" if len(todo) > 1 else "")
-    for epoch in range(1, max(c.epochs for c in cfgs) + 1):
-        active = [r for r in runs.values() if r.trains_in(epoch)]
-        if not active:
-            continue
+    mask_rng = torch.Generator()
+
+    def on_epoch(epoch: int) -> None:
         # Seeded per epoch (dropout, masks), so a run resumed after epoch k equals an uninterrupted one.
         torch.manual_seed(cfg0.seed * 100003 + epoch)
-        mask_rng = torch.Generator().manual_seed(cfg0.seed * 100003 + epoch + rank * 7919)
-        for r in active:
-            r.begin_epoch()
-        t0 = time.time()
-        teacher_s = 0.0
+        mask_rng.manual_seed(cfg0.seed * 100003 + epoch + rank * 7919)
+
+    def batches_of(epoch: int):
         batches, num_batches = epoch_batches(train_set, epoch, cfg0.batch_size, cfg0.seed, left, right, rank, world)
         if cfg0.max_frames_per_epoch:
             num_batches = min(num_batches, max(1, cfg0.max_frames_per_epoch // (cfg0.batch_size * world)))
             batches = itertools.islice(batches, num_batches)
-        bar = tqdm(batches, total=num_batches, desc=f"{name} epoch {epoch}", unit="batch",
-                   disable=not (cfg0.progress and rank == 0), mininterval=5)
-        for b, (x, y) in enumerate(bar):
-            x, y = x.to(device), y.to(device)
-            t_logits = None
-            if teachers is not None:
-                t1 = time.time()
-                with torch.no_grad(), autocast(device, teacher_dtype):
-                    t_logits = teachers(x).float()  # teachers see the clean window
-                teacher_s += time.time() - t1
-            if augment:
-                x = mask_window(x, left + 1 + right, cfg0.freq_mask, cfg0.time_mask, mask_rng)
-            for r in active:
-                r.step(x, y, t_logits, epoch, b)
-        wall = time.time() - t0
-        for r in active:
-            r.end_epoch(epoch, dev_set, wall, teacher_s)
+        return batches, num_batches
+
+    def prepare(batch) -> Batch:
+        x, y = batch[0].to(device), batch[1].to(device)
+        t_logits = None
+        if teachers is not None:
+            with torch.no_grad(), autocast(device, teacher_dtype):
+                t_logits = teachers(x).float()  # teachers see the clean window
+        if augment:
+            x = mask_window(x, left + 1 + right, cfg0.freq_mask, cfg0.time_mask, mask_rng)
+        return Batch(x, y, teacher_logits=t_logits)
+
+    name = exp_dirs[todo[0]].name + (f" (+{len(todo) - 1})" if len(todo) > 1 else "")
+    fit(list(runs.values()), max(c.epochs for c in cfgs), batches_of, prepare, on_epoch, desc=name,
+        progress=cfg0.progress and rank == 0)
     for i, r in runs.items():
-        summaries[i] = r.finish(model_cfg, train_set, dev_set, teachers, meta)
+        summaries[i] = r.finish(model_cfg, train_set, teachers, meta)
     return summaries
 
 

@@ -10,7 +10,7 @@
   direction (zero fill), the teacher's input augmentation.
 - :class:`MLP`: ReLU nets with optional input/hidden dropout (784-1200-1200-10 teacher,
   784-800-800-10 students, ...). The max-norm constraint is
-  :func:`asr_kd.vision.train.apply_max_norm`, applied after each step by the trainer.
+  :func:`asr_kd.training.apply_max_norm`, applied after each step by the trainer.
 """
 from __future__ import annotations
 
@@ -28,7 +28,6 @@ import torch
 import torch.nn as nn
 
 from asr_kd.utils import Pathlike, atomic_path
-from asr_kd.vision.train import apply_max_norm  # noqa: F401  (re-exported: the max-norm constraint)
 
 log = logging.getLogger(__name__)
 

@@ -165,9 +165,11 @@ def error_rows(system: str, logits: Dict[str, torch.Tensor], d: Dict[str, torch.
     return rows
 
 
-def _save_model(model, path: Path) -> None:
+def _save_model(model, path: Path, hist: TrainHistory) -> None:
+    """The weights, with the training settings beside them as ``config.json``."""
     with atomic_path(path) as tmp:
         torch.save(model.state_dict(), tmp)
+    write_json(path.parent / "config.json", {"train": hist.config})
 
 
 def _teacher_logits_path(cfg: MnistConfig) -> Path:
@@ -274,7 +276,7 @@ def teacher(cfg: MnistConfig, data: Optional[MnistData] = None, command: Optiona
     hist = train_classifier(model, d["train_x"], d["train_y"], train_cfg, augment=M.Jitter(cfg.jitter),
                             eval_fn=_dev_errors_fn(cfg, d), checkpoint=checkpoint)
     t_trained = time.time()
-    _save_model(model, exp / "model.pt")
+    _save_model(model, exp / "model.pt", hist)
     logits = {k: predict_logits(model, d[f"{k}_x"], device=cfg.device) for k in ("train", "valid", "test")}
     with atomic_path(exp / "logits.pt") as tmp:
         torch.save(logits, tmp)
@@ -296,7 +298,7 @@ def _student(cfg: MnistConfig, data: Optional[MnistData], system: str, temperatu
     d = data.splits
     t0 = time.time()
     model, hist = _train_student(cfg, d, system, cfg.student_hidden, cfg.student_epochs, temperature)
-    _save_model(model, Path(cfg.exp_dir) / system / "model.pt")
+    _save_model(model, Path(cfg.exp_dir) / system / "model.pt", hist)
     rows = error_rows(system, _dev_test_logits(cfg, d, model), d, params=M.num_parameters(model),
                       epochs=hist.epochs[-1]["epoch"] if hist.epochs else 0, temperature=temperature,
                       wall_s=round(time.time() - t0, 1), command=command or argv_command())
@@ -440,7 +442,7 @@ def transfer(cfg: MnistConfig, data: Optional[MnistData] = None, command: Option
             _transfer_row(f"{system}-bias-dev", "dev", *dev, shifted, dev_shift, **extra),
             _transfer_row(f"{system}-bias-dev", "test", *test, shifted, dev_shift, **extra),
         ]
-        _save_model(model, Path(cfg.exp_dir) / "transfer" / system / "model.pt")
+        _save_model(model, Path(cfg.exp_dir) / "transfer" / system / "model.pt", hist)
         written += _write(cfg, data, TRANSFER_TABLE, rows, hist, out, TRANSFER_COLUMNS)
     return written
 

@@ -1,7 +1,6 @@
-"""A small, device-agnostic training loop for classifiers on in-memory tensors.
-
-Used by the image recipes (MNIST, CIFAR-100 specialists). The losses come from
-:mod:`asr_kd.distill` (no second copy here). Public API:
+"""Training image classifiers on in-memory tensors (MNIST, CIFAR-100 specialists), through the
+toolkit's one training loop (:mod:`asr_kd.training`, shared with the speech DNNs) and its one
+loss (:class:`asr_kd.distill.DistillationLoss`). Public API:
 
 - :class:`TrainConfig`: every knob of a run (epochs, batch size, SGD with momentum and an optional
   momentum ramp, lr schedule ``constant|cosine|step|exp`` with linear warm-up, weight decay,
@@ -29,8 +28,6 @@ Used by the image recipes (MNIST, CIFAR-100 specialists). The losses come from
 - :func:`predict_logits` ``(model, x, batch_size=1000, device="cpu", dtype="fp32")``: fp32
   logits on the CPU, in eval mode (the model's previous mode is restored).
 - :func:`count_errors` ``(logits_or_predictions, labels) -> int``.
-- :func:`apply_max_norm` ``(model, max_norm)``: rescale each unit's incoming weight vector to an
-  L2 norm of at most ``max_norm`` (Srebro & Shraibman; Hinton et al. 2012's dropout nets).
 - :func:`resolve_dtype` ``(dtype, device)`` and :func:`autocast` ``(device, dtype)``.
 - :func:`lr_factor` ``(config, progress_in_epochs)``: the schedule's multiplier of ``config.lr``.
 """
@@ -43,15 +40,14 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from tqdm import tqdm
 
 from asr_kd.distill import HARD_WEIGHT, DistillationLoss
-from asr_kd.utils import atomic_path, autocast, resolve_dtype, seed_everything, training_lock
+from asr_kd.training import Batch, Learner, fit, save_checkpoint
+from asr_kd.utils import autocast, resolve_dtype, seed_everything, training_lock
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +104,13 @@ class TrainConfig:
 
 @dataclass
 class TrainHistory:
-    """Per-epoch records (``epoch``, ``loss``, ``lr``, ``seconds`` and the eval metrics)."""
+    """Per-epoch records (``epoch``, ``loss``, ``lr``, ``seconds`` and the eval metrics) and the
+    run's :class:`TrainConfig` as a dict (``config``: saved with the model as ``config.json``)."""
 
     epochs: List[Dict[str, float]] = field(default_factory=list)
     wall_s: float = 0.0
     best_epoch: Optional[int] = None
+    config: Dict[str, object] = field(default_factory=dict)
 
     def last(self, key: str, default=None):
         for rec in reversed(self.epochs):
@@ -144,22 +142,6 @@ def _momentum_at(config: TrainConfig, progress: float) -> float:
         return config.momentum
     t = min(progress / config.momentum_ramp_epochs, 1.0)
     return config.momentum_start + t * (config.momentum - config.momentum_start)
-
-
-@torch.no_grad()
-def apply_max_norm(
-    model: nn.Module,
-    max_norm: float,
-    module_types: Tuple[Type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d),
-) -> None:
-    """Rescale every unit's incoming weight vector (``weight[i]``) to an L2 norm <= ``max_norm``.
-
-    Vectors already inside the ball are left as they are (a projection, not a normalisation).
-    """
-    for m in model.modules():
-        if isinstance(m, module_types) and getattr(m, "weight", None) is not None:
-            w = m.weight
-            w.copy_(torch.renorm(w, p=2, dim=0, maxnorm=max_norm))
 
 
 def _set_train(model, mode: bool) -> Optional[bool]:
@@ -226,6 +208,60 @@ def train_classifier(
         return _train_classifier(model, x, y, config, soft_targets, teacher, augment, eval_fn, checkpoint)
 
 
+class _ClassifierLearner(Learner):
+    """A classifier under :func:`train_classifier`: lr and momentum by the schedule at every step,
+    eval every ``eval_every`` epochs, best-epoch selection, one checkpoint file resumed only by the
+    same run (``fingerprint``), RNG states in it."""
+
+    def __init__(self, model, cfg: TrainConfig, dtype: str, eval_fn, checkpoint, fingerprint, gen):
+        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                                    weight_decay=cfg.weight_decay)
+        super().__init__(model, optimizer, DistillationLoss(cfg.temperature, cfg.hard_weight, cfg.soft_weight),
+                         name=cfg.desc, device=cfg.device, dtype=dtype, grad_clip=cfg.grad_clip or 0.0,
+                         max_norm=cfg.max_norm)
+        self.cfg, self.eval_fn, self.ckpt, self.fingerprint, self.gen = cfg, eval_fn, checkpoint, fingerprint, gen
+        self.best_epoch, self.best_value, self.best_state = None, math.inf, None
+        self.wall_before, self.t_start = 0.0, time.time()
+
+    def before_step(self, progress: float) -> None:
+        for g in self.optimizer.param_groups:
+            g["lr"] = self.cfg.lr * lr_factor(self.cfg, progress)
+            g["momentum"] = _momentum_at(self.cfg, progress)
+
+    def end_epoch(self, epoch: int, wall_s: float, prepare_s: float) -> None:
+        cfg = self.cfg
+        rec: Dict[str, float] = {"epoch": epoch, "loss": self.loss_sum / max(self.examples, 1),
+                                 "lr": self.optimizer.param_groups[0]["lr"], "seconds": wall_s}
+        if self.eval_fn is not None and (epoch % max(cfg.eval_every, 1) == 0 or epoch == cfg.epochs):
+            metrics = self.eval_fn(self.model, epoch) or {}
+            self.model.train()
+            rec.update(metrics)
+            if cfg.select_best and cfg.select_best in metrics and metrics[cfg.select_best] < self.best_value:
+                self.best_value = metrics[cfg.select_best]
+                self.best_state = copy.deepcopy(self.model.state_dict())
+                self.best_epoch = epoch
+        self.history.append(rec)
+        log.info("%s epoch %d/%d: %s", cfg.desc, epoch, cfg.epochs,
+                 ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()
+                           if k != "epoch"))
+        if self.ckpt is not None:
+            save_checkpoint(self.ckpt, self.checkpoint(epoch))
+
+    def wall_s(self) -> float:
+        return self.wall_before + time.time() - self.t_start
+
+    def extra_state(self) -> dict:
+        return dict(fingerprint=self.fingerprint, generator=self.gen.get_state(), torch_rng=torch.get_rng_state(),
+                    best_epoch=self.best_epoch, best_value=self.best_value, best_state=self.best_state,
+                    wall_s=self.wall_s())
+
+    def load_extra_state(self, state: dict) -> None:
+        self.gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.best_epoch, self.best_value, self.best_state = state["best_epoch"], state["best_value"], state["best_state"]
+        self.wall_before = state["wall_s"]
+
+
 def _train_classifier(model, x, y, config, soft_targets, teacher, augment, eval_fn, checkpoint) -> TrainHistory:
     cfg = config or TrainConfig()
     n = x.shape[0]
@@ -236,8 +272,6 @@ def _train_classifier(model, x, y, config, soft_targets, teacher, augment, eval_
     for name, t in (("y", y), ("soft_targets", soft_targets)):
         if t is not None and t.shape[0] != n:
             raise ValueError(f"{name} has {t.shape[0]} rows but x has {n}")
-    distill = soft_targets is not None or teacher is not None
-    loss_fn = DistillationLoss(cfg.temperature, cfg.hard_weight, cfg.soft_weight)
 
     seed_everything(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -246,122 +280,47 @@ def _train_classifier(model, x, y, config, soft_targets, teacher, augment, eval_
     model.to(device)
     if isinstance(teacher, nn.Module):
         teacher.to(device).eval()
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        nesterov=cfg.nesterov,
-        weight_decay=cfg.weight_decay,
-    )
     steps_per_epoch = n // cfg.batch_size if cfg.drop_last else math.ceil(n / cfg.batch_size)
     steps_per_epoch = max(steps_per_epoch, 1)
-    history = TrainHistory()
-    best_value, best_state = math.inf, None
-    t_start = time.time()
-    first_epoch, wall_before = 1, 0.0
     # What must match for a checkpoint to be resumed: every knob but the cosmetic ones.
     fingerprint = {k: v for k, v in cfg.to_dict().items() if k not in ("progress", "device")}
     fingerprint["examples"] = n
+    learner = _ClassifierLearner(model, cfg, dtype, eval_fn, checkpoint, fingerprint, gen)
     if checkpoint is not None and Path(checkpoint).exists():
-        ck = torch.load(checkpoint, map_location="cpu")
-        if ck["fingerprint"] != fingerprint:
+        state = torch.load(checkpoint, map_location="cpu")
+        if state.get("fingerprint") != fingerprint:
             raise ValueError(f"{checkpoint} was written by a different training run; delete it (or use --force)")
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        gen.set_state(ck["generator"])
-        torch.set_rng_state(ck["torch_rng"])
-        history = TrainHistory(epochs=ck["history"], best_epoch=ck["best_epoch"])
-        best_value, best_state = ck["best_value"], ck["best_state"]
-        first_epoch, wall_before = ck["epoch"] + 1, ck["wall_s"]
-        log.info("%s: resuming from %s after epoch %d", cfg.desc, checkpoint, ck["epoch"])
+        learner.restore(state)
+        log.info("%s: resuming from %s after epoch %d", cfg.desc, checkpoint, state["epoch"])
     log.info(
         "%s: %d examples, %d epochs of %d steps, %s, %s on %s",
         cfg.desc, n, cfg.epochs, steps_per_epoch,
-        "distillation T=%g" % cfg.temperature if distill else "hard labels",
+        "distillation T=%g" % cfg.temperature if soft_targets is not None or teacher is not None else "hard labels",
         dtype, device,
     )
 
-    for epoch in range(first_epoch, cfg.epochs + 1):
-        model.train()
-        t0 = time.time()
+    def epoch_batches(epoch: int):
         perm = torch.randperm(n, generator=gen)
-        total, count = 0.0, 0
-        steps = range(steps_per_epoch)
-        bar = None
-        if cfg.progress:
-            bar = tqdm(steps, desc=f"{cfg.desc} {epoch}/{cfg.epochs}", leave=False, mininterval=2.0)
-            steps = bar
-        for step in steps:
-            idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            if idx.numel() == 0:
-                continue
-            progress = epoch - 1 + step / steps_per_epoch
-            lr = cfg.lr * lr_factor(cfg, progress)
-            mom = _momentum_at(cfg, progress)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-                g["momentum"] = mom
-            xb = x[idx].to(device, non_blocking=True)
-            yb = y[idx].to(device, non_blocking=True) if y is not None else None
-            if augment is not None:
-                xb = augment(xb)
-            with autocast(device, dtype):
-                logits = model(xb)
-                t_logits = None
-                if teacher is not None:
-                    with torch.no_grad():
-                        t_logits = teacher(xb).float()
-            p = soft_targets[idx].to(device, non_blocking=True) if soft_targets is not None else None
-            if distill:
-                loss = loss_fn(logits.float(), teacher_logits=t_logits, hard_labels=yb, soft_targets=p)
-            else:
-                loss = F.cross_entropy(logits.float(), yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            if cfg.max_norm:
-                apply_max_norm(model, cfg.max_norm)
-            lv = float(loss.detach())
-            if not math.isfinite(lv):
-                raise FloatingPointError(f"{cfg.desc}: loss is {lv} at epoch {epoch} step {step}")
-            total += lv * idx.numel()
-            count += idx.numel()
-            if bar is not None and step % 50 == 0:
-                bar.set_postfix(loss=f"{lv:.4f}", lr=f"{lr:.3g}")
-        if bar is not None:
-            bar.close()
-        rec: Dict[str, float] = {
-            "epoch": epoch,
-            "loss": total / max(count, 1),
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": time.time() - t0,
-        }
-        if eval_fn is not None and (epoch % max(cfg.eval_every, 1) == 0 or epoch == cfg.epochs):
-            metrics = eval_fn(model, epoch) or {}
-            model.train()
-            rec.update(metrics)
-            if cfg.select_best and cfg.select_best in metrics and metrics[cfg.select_best] < best_value:
-                best_value = metrics[cfg.select_best]
-                best_state = copy.deepcopy(model.state_dict())
-                history.best_epoch = epoch
-        history.epochs.append(rec)
-        log.info(
-            "%s epoch %d/%d: %s",
-            cfg.desc, epoch, cfg.epochs,
-            ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items() if k != "epoch"),
-        )
-        if checkpoint is not None:
-            state = dict(fingerprint=fingerprint, epoch=epoch, model=model.state_dict(),
-                         optimizer=optimizer.state_dict(), generator=gen.get_state(), torch_rng=torch.get_rng_state(),
-                         history=history.epochs, best_epoch=history.best_epoch, best_value=best_value,
-                         best_state=best_state, wall_s=wall_before + time.time() - t_start)
-            with atomic_path(checkpoint) as tmp:
-                torch.save(state, tmp)
+        idxs = (perm[s * cfg.batch_size : (s + 1) * cfg.batch_size] for s in range(steps_per_epoch))
+        return (Batch(x[i], y[i] if y is not None else None,
+                      soft_targets[i] if soft_targets is not None else None) for i in idxs), steps_per_epoch
 
-    if best_state is not None:
-        model.load_state_dict(best_state)
-        log.info("%s: restored epoch %d (best %s = %.4g)", cfg.desc, history.best_epoch, cfg.select_best, best_value)
-    history.wall_s = wall_before + time.time() - t_start
+    def prepare(b: Batch) -> Batch:
+        xb = b.x.to(device, non_blocking=True)
+        if augment is not None:
+            xb = augment(xb)
+        t_logits = None
+        if teacher is not None:  # on the same augmented batch
+            with torch.no_grad(), autocast(device, dtype):
+                t_logits = teacher(xb).float()
+        return Batch(xb, b.y.to(device, non_blocking=True) if b.y is not None else None,
+                     b.soft_targets.to(device, non_blocking=True) if b.soft_targets is not None else None, t_logits)
+
+    fit([learner], cfg.epochs, epoch_batches, prepare, desc=cfg.desc, progress=cfg.progress)
+    history = TrainHistory(epochs=learner.history, best_epoch=learner.best_epoch, config=cfg.to_dict())
+    if learner.best_state is not None:
+        model.load_state_dict(learner.best_state)
+        log.info("%s: restored epoch %d (best %s = %.4g)", cfg.desc, learner.best_epoch, cfg.select_best,
+                 learner.best_value)
+    history.wall_s = learner.wall_s()
     return history

@@ -288,7 +288,7 @@ def export_model(models: Sequence[Pathlike], out_dir: Pathlike, lang_dir: Option
                     _copy(src / f, tmp / "graph" / f)
             hclg = tmp / "graph" / "HCLG.pt"
             built_before = hclg.stat().st_mtime_ns if hclg.is_file() else None
-            build_graph(tmp / "lang", tmp / lm_rel, scorer.ctx, scorer.trans, tmp / "graph",
+            build_graph(tmp / "lang", tmp / lm_rel, scorer.ctx_dep, scorer.trans, tmp / "graph",
                         [tmp / "tree.json", tmp / "transitions.json"], phones=scorer.phones, model_name=scorer.name)
             reused = built_before is not None and hclg.stat().st_mtime_ns == built_before
             log.info(f"HCLG {'copied from ' + str(src) if reused else 'built'} into the export")
@@ -299,7 +299,7 @@ def export_model(models: Sequence[Pathlike], out_dir: Pathlike, lang_dir: Option
             "kind": kind,
             "acoustic_model": acoustic,
             "num_pdfs": scorer.num_pdfs,
-            "context_width": scorer.ctx.context_width,
+            "context_width": scorer.ctx_dep.context_width,
             "tree": "tree.json",
             "transitions": "transitions.json",
             "priors": "priors.json" if priors is not None else None,

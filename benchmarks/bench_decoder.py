@@ -78,7 +78,7 @@ def main() -> None:
     torch.set_num_threads(1)  # both decoders single-threaded
 
     scorer = load_scorer(args.model)
-    graph = build_graph(args.lang_dir, args.lm, scorer.ctx, scorer.trans, args.graph_dir, scorer.model_files,
+    graph = build_graph(args.lang_dir, args.lm, scorer.ctx_dep, scorer.trans, args.graph_dir, scorer.model_files,
                         phones=scorer.phones, model_name=scorer.name)
     fst = kaldifst.StdVectorFst.read(str(args.graph_dir / "HCLG.fst"))
     cuts = load_manifest(args.cuts)

@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from asr_kd.hmm.output import load_alignments  # noqa: E402
+from asr_kd.hmm.alignments import load_alignments  # noqa: E402
 from asr_kd.hmm.train import GmmHmm  # noqa: E402
 from asr_kd.utils import write_json  # noqa: E402
 
@@ -103,7 +103,7 @@ def iterations_s(model_dir: Path) -> float:
 def same_model(a: Path, b: Path) -> bool:
     ma, mb = GmmHmm.load(a / "final.mdl"), GmmHmm.load(b / "final.mdl")
     return (all(torch.equal(getattr(ma.gmm, k), getattr(mb.gmm, k)) for k in ("means", "vars", "log_weights"))
-            and ma.trans.to_dict() == mb.trans.to_dict() and ma.ctx.to_dict() == mb.ctx.to_dict())
+            and ma.trans.to_dict() == mb.trans.to_dict() and ma.ctx_dep.to_dict() == mb.ctx_dep.to_dict())
 
 
 def same_alignment(a: Path, b: Path) -> bool:

@@ -56,7 +56,7 @@ def toy(tmp_path_factory):
     return d, lang, phones
 
 
-def loglikes_for(lang, ctx, phone_seq, frames_per_state=3, noise=0.0, seed=0):
+def loglikes_for(lang, ctx_dep, phone_seq, frames_per_state=3, noise=0.0, seed=0):
     """Scores that make the given phone sequence's states the clear winners."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -64,8 +64,8 @@ def loglikes_for(lang, ctx, phone_seq, frames_per_state=3, noise=0.0, seed=0):
         p = lang.phones[name]
         for k in range(3):
             for _ in range(frames_per_state):
-                row = np.full(ctx.num_pdfs, -8.0) + noise * rng.standard_normal(ctx.num_pdfs)
-                row[ctx.pdf(0, p, 0, k)] = 0.0
+                row = np.full(ctx_dep.num_pdfs, -8.0) + noise * rng.standard_normal(ctx_dep.num_pdfs)
+                row[ctx_dep.pdf(0, p, 0, k)] = 0.0
                 rows.append(row)
     return torch.tensor(np.array(rows), dtype=torch.float32)
 
@@ -74,9 +74,9 @@ def loglikes_for(lang, ctx, phone_seq, frames_per_state=3, noise=0.0, seed=0):
 def test_decode_toy_utterances_exactly(toy, context_width):
     d, lang, phones = toy
     topo = Topo(phones)
-    ctx = MonoCtx(phones, context_width)
-    graph = build_graph(d / "lang", d / "G.fst", ctx, Trans(topo), d / f"graph{context_width}")
-    assert graph.labels.min() >= -1 and int(graph.labels.max()) <= ctx.num_pdfs
+    ctx_dep = MonoCtx(phones, context_width)
+    graph = build_graph(d / "lang", d / "G.fst", ctx_dep, Trans(topo), d / f"graph{context_width}")
+    assert graph.labels.min() >= -1 and int(graph.labels.max()) <= ctx_dep.num_pdfs
     assert not bool((graph.labels == 0).any()), "k2 graph must be input-epsilon-free"
     utts = {
         "a": ["SIL", "Y", "EH", "S", "N", "OW", "SIL"],
@@ -84,7 +84,7 @@ def test_decode_toy_utterances_exactly(toy, context_width):
         "c": ["Y", "EH", "S"],
     }
     decoder = Decoder(graph, DecodeOpts(acoustic_scale=1.0))
-    result = decoder.decode([loglikes_for(lang, ctx, seq, noise=0.5) for seq in utts.values()])
+    result = decoder.decode([loglikes_for(lang, ctx_dep, seq, noise=0.5) for seq in utts.values()])
     id2word = {i: w for w, i in lang.words.items()}
     hyps = [[id2word[w] for w in ws] for ws in result.words]
     assert hyps == [["YES", "NO"], ["NO", "NO", "YES"], ["YES"]]
@@ -98,14 +98,14 @@ def test_kaldi_faster_decoder_agrees_on_the_same_graph(toy):
     import kaldifst
 
     d, lang, phones = toy
-    ctx = MonoCtx(phones, 3)
-    graph = build_graph(d / "lang", d / "G.fst", ctx, Trans(Topo(phones)), d / "graph_peer")
+    ctx_dep = MonoCtx(phones, 3)
+    graph = build_graph(d / "lang", d / "G.fst", ctx_dep, Trans(Topo(phones)), d / "graph_peer")
     fst = kaldifst.StdVectorFst.read(str(d / "graph_peer" / "HCLG.fst"))
     kaldi = kaldi_decoder.FasterDecoder(fst, kaldi_decoder.FasterDecoderOptions(beam=16, max_active=7000))
     k2_decoder = Decoder(graph, DecodeOpts(acoustic_scale=1.0))
     seqs = [["SIL", "Y", "EH", "S", "N", "OW"], ["N", "OW", "Y", "EH", "S", "SIL"], ["Y", "EH", "S", "Y", "EH", "S"]]
     for i, seq in enumerate(seqs):
-        x = loglikes_for(lang, ctx, seq, noise=2.0, seed=i)
+        x = loglikes_for(lang, ctx_dep, seq, noise=2.0, seed=i)
         result = k2_decoder.decode([x])
         kaldi.decode(kaldi_decoder.DecodableCtc(x.numpy()))
         ok, best = kaldi.get_best_path()
@@ -120,23 +120,23 @@ def test_kaldi_faster_decoder_agrees_on_the_same_graph(toy):
 def test_graph_is_cached_and_rebuilt_when_inputs_change(toy):
     d, lang, phones = toy
     topo = Topo(phones)
-    ctx = MonoCtx(phones)
-    build_graph(d / "lang", d / "G.fst", ctx, Trans(topo), d / "graph_cache")
+    ctx_dep = MonoCtx(phones)
+    build_graph(d / "lang", d / "G.fst", ctx_dep, Trans(topo), d / "graph_cache")
     mtime = (d / "graph_cache" / "HCLG.pt").stat().st_mtime_ns
     assert (d / "graph_cache" / "HCLG.fst").is_file()
-    build_graph(d / "lang", d / "G.fst", ctx, Trans(topo), d / "graph_cache")
+    build_graph(d / "lang", d / "G.fst", ctx_dep, Trans(topo), d / "graph_cache")
     assert (d / "graph_cache" / "HCLG.pt").stat().st_mtime_ns == mtime
-    build_graph(d / "lang", d / "G.fst", ctx, Trans(topo), d / "graph_cache", self_loop_scale=1.0)
+    build_graph(d / "lang", d / "G.fst", ctx_dep, Trans(topo), d / "graph_cache", self_loop_scale=1.0)
     assert (d / "graph_cache" / "HCLG.pt").stat().st_mtime_ns != mtime
 
 
 def test_lm_weight_rescoring_and_empty_lattices(toy):
     d, lang, phones = toy
     topo = Topo(phones)
-    ctx = MonoCtx(phones)
-    graph = build_graph(d / "lang", d / "G.fst", ctx, Trans(topo), d / "graph1")
+    ctx_dep = MonoCtx(phones)
+    graph = build_graph(d / "lang", d / "G.fst", ctx_dep, Trans(topo), d / "graph1")
     decoder = Decoder(graph, DecodeOpts(acoustic_scale=1.0))
-    x = loglikes_for(lang, ctx, ["Y", "EH", "S", "N", "OW"])
+    x = loglikes_for(lang, ctx_dep, ["Y", "EH", "S", "N", "OW"])
     # One frame cannot pass through a word's three HMM states: the lattice is empty, reported as None.
     result = decoder.decode([x, x[:1]])
     assert result.words[1] is None and result.lattices[1] is None
@@ -153,9 +153,9 @@ def test_word_insertion_penalty(toy):
 
     d, lang, phones = toy
     topo = Topo(phones)
-    ctx = MonoCtx(phones)
-    graph = build_graph(d / "lang", d / "G.fst", ctx, Trans(topo), d / "graph1")
-    x = loglikes_for(lang, ctx, ["Y", "EH", "S", "N", "OW"])
+    ctx_dep = MonoCtx(phones)
+    graph = build_graph(d / "lang", d / "G.fst", ctx_dep, Trans(topo), d / "graph1")
+    x = loglikes_for(lang, ctx_dep, ["Y", "EH", "S", "N", "OW"])
     lattices = Decoder(graph, DecodeOpts(acoustic_scale=1.0)).decode([x], one_best=False).lattices
     best = k2.shortest_path(k2.create_fsa_vec(lattices), use_double_scores=True)
     assert _words_per_arc(best).sum().item() == 2  # YES NO
@@ -190,19 +190,19 @@ class StoredScorer:
 
 def toy_scorer_and_graph(d, phones):
     """What each parallel decoding job loads (a module-level function: jobs are spawned)."""
-    ctx = MonoCtx(phones)
-    return StoredScorer(), build_graph(d / "lang", d / "G.fst", ctx, Trans(Topo(phones)), d / "graph1")
+    ctx_dep = MonoCtx(phones)
+    return StoredScorer(), build_graph(d / "lang", d / "G.fst", ctx_dep, Trans(Topo(phones)), d / "graph1")
 
 
 def test_parallel_jobs_give_the_words_of_one_job(toy):
     from asr_kd.decode.steps import decode_items, decode_parallel, frame_shards
 
     d, lang, phones = toy
-    ctx = MonoCtx(phones)
+    ctx_dep = MonoCtx(phones)
     _, graph = toy_scorer_and_graph(d, phones)
     seqs = [["SIL", "Y", "EH", "S", "N", "OW"], ["N", "OW", "Y", "EH", "S"], ["Y", "EH", "S"], ["N", "OW"],
             ["Y", "EH", "S", "Y", "EH", "S"]]
-    items = [(f"u{i}", "spk", loglikes_for(lang, ctx, s, noise=2.0, seed=i).numpy()) for i, s in enumerate(seqs)]
+    items = [(f"u{i}", "spk", loglikes_for(lang, ctx_dep, s, noise=2.0, seed=i).numpy()) for i, s in enumerate(seqs)]
     shards = frame_shards(items, 2)
     assert len(shards) == 2 and sum(shards, []) == list(range(len(items)))
     opts = DecodeOpts(acoustic_scale=1.0)

@@ -25,8 +25,8 @@ from asr_kd.decode import steps as decode_steps
 from asr_kd.decode.acoustic import DnnScorer, GmmScorer
 from asr_kd.hmm.features import FeatureOpts
 from asr_kd.hmm.gmm import DiagGmmSet
-from asr_kd.hmm.lang_io import LangInfo
-from asr_kd.hmm.output import save_model_dir
+from asr_kd.hmm.lang_info import LangInfo
+from asr_kd.hmm.alignments import save_model_dir
 from asr_kd.hmm.topology import HmmTopology, TransitionModel
 from asr_kd.hmm.train import GmmHmm
 from asr_kd.hmm.tree import MonophoneContext
@@ -230,7 +230,7 @@ def test_old_model_with_another_phone_count_is_refused(system, wavs, tmp_path):
 
 
 def make_dnn(path, gmm_dir, rate=8000, meta=None):
-    num_pdfs = GmmHmm.load(Path(gmm_dir) / "final.mdl").ctx.num_pdfs
+    num_pdfs = GmmHmm.load(Path(gmm_dir) / "final.mdl").ctx_dep.num_pdfs
     model = Dnn(DnnConfig.from_preset("tiny", num_senones=num_pdfs))
     meta = meta or {"gmm_dir": str(gmm_dir), "log_priors": [float(-np.log(num_pdfs))] * num_pdfs,
                     "sampling_rate": rate, "cmvn": "speaker", "train_cuts": "data/cuts.jsonl.gz", "teachers": []}

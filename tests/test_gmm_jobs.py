@@ -16,7 +16,7 @@ import torch
 
 from asr_kd.cli import main
 from asr_kd.hmm.jobs import GmmJobs, cover, plan, tree_sum
-from asr_kd.hmm.output import load_alignments
+from asr_kd.hmm.alignments import load_alignments
 from asr_kd.hmm.train import GmmHmm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,7 +121,7 @@ def test_two_jobs_train_and_align_as_one(runs):
             assert x.shape == y.shape
             torch.testing.assert_close(x, y, rtol=1e-12, atol=0.0)
             assert torch.equal(x, y), (system, k)  # not only close: the same sums in the same order
-        assert a.trans.to_dict() == b.trans.to_dict() and a.ctx.to_dict() == b.ctx.to_dict()
+        assert a.trans.to_dict() == b.trans.to_dict() and a.ctx_dep.to_dict() == b.ctx_dep.to_dict()
         strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
         assert strip(json.loads((one / system / "history.json").read_text())) == \
             strip(json.loads((two / system / "history.json").read_text()))

@@ -21,7 +21,7 @@ def _oracle_model(lang, feats, truth):
     utts = sorted(feats)
     x = torch.from_numpy(np.concatenate([feats[u] for u in utts]))
     pdfs = torch.tensor(np.concatenate(
-        [[model.ctx.pdf(0, p, 0, k) for p, k in zip(*truth[u])] for u in utts]))
+        [[model.ctx_dep.pdf(0, p, 0, k) for p, k in zip(*truth[u])] for u in utts]))
     accs = model.gmm.new_accs()
     model.gmm.accumulate(x, pdfs, accs)
     model.gmm.update(accs)
@@ -88,7 +88,7 @@ def test_forced_alignment_recovers_the_true_segmentation(toy):
     texts["nofeats"] = ["W1"]
     texts["oov"] = ["W1", "NOTAWORD"]
     feats["oov"] = feats["utt002"]
-    aligner = ForcedAligner(model.gmm, model.ctx, model.trans, lang,
+    aligner = ForcedAligner(model.gmm, model.ctx_dep, model.trans, lang,
                             AlignOpts(acoustic_scale=1.0, map_oov=False, batch_frames=1500))
     alis, failures = aligner.align(feats, texts)
     assert set(failures) == {"short", "empty", "nofeats", "oov"}
@@ -102,7 +102,7 @@ def test_forced_alignment_recovers_the_true_segmentation(toy):
     assert ph.mean() > 0.99 and st.mean() > 0.95
     # pdfs are consistent with the phone/state attributes
     a = alis["utt003"]
-    assert all(model.ctx.pdf(0, p, 0, k) == d for p, k, d in zip(a.phones, a.states, a.pdfs))
+    assert all(model.ctx_dep.pdf(0, p, 0, k) == d for p, k, d in zip(a.phones, a.states, a.pdfs))
     # with OOV mapping on, the OOV utterance aligns (the unknown word as SPN)
     aligner.opts.map_oov = True
     alis2, failures2 = aligner.align(feats, {"oov": texts["oov"]})
@@ -118,7 +118,7 @@ def test_monophone_training_from_flat_start(toy):
     likes = [h["loglike_per_frame"] for h in hist]
     assert likes[-1] > likes[0] + 3  # training improved the fit a lot
     assert all(b >= a - 0.05 for a, b in zip(likes[1:], likes[2:]))
-    assert hist[-1]["num_gauss"] > model.ctx.num_pdfs
+    assert hist[-1]["num_gauss"] > model.ctx_dep.num_pdfs
     ph = np.concatenate([alis[u].phones == truth[u][0] for u in alis])
     assert ph.mean() > 0.98
 
@@ -131,7 +131,7 @@ def test_torch_viterbi_matches_k2(toy):
     texts = {u: texts[u] for u in list(texts)[:20]}
     out = {}
     for backend in ("k2", "torch"):
-        al = ForcedAligner(model.gmm, model.ctx, model.trans, lang, AlignOpts(backend=backend, batch_frames=800))
+        al = ForcedAligner(model.gmm, model.ctx_dep, model.trans, lang, AlignOpts(backend=backend, batch_frames=800))
         out[backend], fails = al.align(feats, texts)
         assert not fails
     for u in texts:

@@ -92,8 +92,8 @@ def test_triphone_training_and_graph_context_consistency():
     topts.align.acoustic_scale = 1.0
     tri, talis, failures, hist, summary = train_tri(mono, alis, feats, texts, lang, num_leaves=35,
                                                     opts=topts, min_leaf_count=10)
-    assert not failures and summary["num_leaves"] == tri.ctx.num_pdfs
-    assert tri.ctx.num_pdfs > mono.ctx.num_pdfs  # contexts were split
+    assert not failures and summary["num_leaves"] == tri.ctx_dep.num_pdfs
+    assert tri.ctx_dep.num_pdfs > mono.ctx_dep.num_pdfs  # contexts were split
     ph = np.concatenate([talis[u].phones == truth[u][0] for u in talis])
     assert ph.mean() > 0.98
     # the pdf on every frame of a triphone-graph alignment is the tree's answer for the frame's
@@ -101,5 +101,5 @@ def test_triphone_training_and_graph_context_consistency():
     for u in list(talis)[:10]:
         a = talis[u]
         left, right = a.contexts()
-        expect = [tri.ctx.pdf(l, p, r, k) for l, p, r, k in zip(left, a.phones, right, a.states)]
+        expect = [tri.ctx_dep.pdf(l, p, r, k) for l, p, r, k in zip(left, a.phones, right, a.states)]
         assert a.pdfs.tolist() == expect

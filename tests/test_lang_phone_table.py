@@ -96,8 +96,8 @@ def test_graph_for_the_model_builds_with_the_new_lang_only(model_lang, tmp_path)
     from asr_kd.decode import cli as decode_cli
     from asr_kd.hmm.features import FeatureOpts
     from asr_kd.hmm.gmm import DiagGmmSet
-    from asr_kd.hmm.lang_io import LangInfo
-    from asr_kd.hmm.output import save_model_dir
+    from asr_kd.hmm.lang_info import LangInfo
+    from asr_kd.hmm.alignments import save_model_dir
     from asr_kd.hmm.topology import HmmTopology, TransitionModel
     from asr_kd.hmm.train import GmmHmm
     from asr_kd.hmm.tree import MonophoneContext

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-import asr_kd.hmm.output as hmm_output
+import asr_kd.hmm.alignments as hmm_alignments
 from asr_kd.cli import main
 from asr_kd.hmm.synthetic import toy_corpus, toy_lang, write_lang_dir
 from asr_kd.lang import prepare_lang
@@ -51,7 +51,7 @@ def test_gmm_mono_killed_force_redo_is_redone(gmm, monkeypatch):
     tmp_path, common, mono, mono_args, _ = gmm
     old_ali, old_mdl = _stamp(mono / "ali.pt"), _stamp(mono / "final.mdl")
     with monkeypatch.context() as m:
-        m.setattr(hmm_output, "write_ctm", _die)  # after ali.pt, priors.json...; before final.mdl
+        m.setattr(hmm_alignments, "write_ctm", _die)  # after ali.pt, priors.json...; before final.mdl
         with pytest.raises(Killed):
             main(mono_args + ["--force"])
     assert _stamp(mono / "ali.pt") != old_ali  # the alignment was already replaced...
@@ -70,7 +70,7 @@ def test_gmm_tri_killed_force_redo_is_redone(gmm, monkeypatch):
     assert main(tri_args) == 0
     old_mdl = _stamp(tri / "final.mdl")
     with monkeypatch.context() as m:
-        m.setattr(hmm_output, "write_ctm", _die)
+        m.setattr(hmm_alignments, "write_ctm", _die)
         with pytest.raises(Killed):
             main(tri_args + ["--force"])
     assert not (tri / "final.mdl").exists()
@@ -85,7 +85,7 @@ def test_gmm_align_killed_force_redo_is_redone(gmm, monkeypatch):
     assert main(align_args) == 0
     old_ali, old_priors = _stamp(out / "ali.pt"), _stamp(out / "priors.json")
     with monkeypatch.context() as m:
-        m.setattr(hmm_output, "write_ctm", _die)  # after ali_failures.json and priors.json
+        m.setattr(hmm_alignments, "write_ctm", _die)  # after ali_failures.json and priors.json
         with pytest.raises(Killed):
             main(align_args + ["--force"])
     assert _stamp(out / "priors.json") != old_priors
@@ -101,7 +101,7 @@ def test_gmm_labels_killed_force_redo_is_redone(gmm, monkeypatch):
     assert main(labels_args) == 0
     old = _stamp(out)
     with monkeypatch.context() as m:
-        m.setattr(hmm_output, "attach_senones", _die)  # killed while the label arrays are rewritten
+        m.setattr(hmm_alignments, "attach_senones", _die)  # killed while the label arrays are rewritten
         with pytest.raises(Killed):
             main(labels_args + ["--force"])
     assert not out.exists()

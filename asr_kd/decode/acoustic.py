@@ -51,7 +51,7 @@ def _senone_system(gmm_dir: Path):
     no GMM for a DNN), from its ``tree.json``, ``transitions.json`` and ``phones.json``."""
     if (gmm_dir / "final.mdl").is_file() or not (gmm_dir / "tree.json").is_file():
         gmm = _load_gmm(gmm_dir)
-        return gmm.ctx, gmm.trans, gmm.info.get("phones")
+        return gmm.ctx_dep, gmm.trans, gmm.info.get("phones")
     for name in ("transitions.json", "phones.json"):
         if not (gmm_dir / name).is_file():
             raise FileNotFoundError(f"{gmm_dir / name} not found: {gmm_dir} has a tree.json but neither a final.mdl "
@@ -81,7 +81,7 @@ class GmmScorer:
         self.gmm_dir = Path(gmm_dir)
         self.model = _load_gmm(gmm_dir)
         self.name = str(self.gmm_dir / "final.mdl")
-        self.ctx, self.trans = self.model.ctx, self.model.trans
+        self.ctx_dep, self.trans = self.model.ctx_dep, self.model.trans
         self.model_files = [self.gmm_dir / "tree.json", self.gmm_dir / "transitions.json"]
         self.phones = self.model.info.get("phones")
         mfcc = self.model.info.get("features", {}).get("mfcc", {})
@@ -99,7 +99,7 @@ class GmmScorer:
 
     @property
     def num_pdfs(self) -> int:
-        return self.ctx.num_pdfs
+        return self.ctx_dep.num_pdfs
 
     @property
     def parameters(self) -> int:
@@ -127,7 +127,7 @@ class DnnScorer:
         if "gmm_dir" not in meta or "log_priors" not in meta:
             raise ValueError(f"{model_paths[0]}: model metadata lacks gmm_dir/log_priors; was it trained by asr-kd nnet?")
         self.gmm_dir = meta_path(models[0], "gmm_dir")
-        self.ctx, self.trans, self.phones = _senone_system(self.gmm_dir)
+        self.ctx_dep, self.trans, self.phones = _senone_system(self.gmm_dir)
         gmm_file = self.gmm_dir / "final.mdl"
         its = f"GMM {gmm_file}" if gmm_file.is_file() else f"senones {self.gmm_dir}"  # an export has no GMM
         self.name = f"{model_paths[0]} (its {its})"
@@ -137,8 +137,8 @@ class DnnScorer:
         self.priors = str(priors) if priors else "model"
         log_priors = read_json(priors)["log_priors"] if priors else meta["log_priors"]
         self.log_priors = torch.tensor(log_priors, dtype=torch.float32)
-        if self.log_priors.numel() != self.ctx.num_pdfs:
-            raise ValueError(f"model has {self.log_priors.numel()} senones but {self.gmm_dir} has {self.ctx.num_pdfs}")
+        if self.log_priors.numel() != self.ctx_dep.num_pdfs:
+            raise ValueError(f"model has {self.log_priors.numel()} senones but {self.gmm_dir} has {self.ctx_dep.num_pdfs}")
         self.device, self.dtype = device, dtype
         self.cmvn = None
         rates = {m.meta.get("sampling_rate") for m in models}
@@ -156,7 +156,7 @@ class DnnScorer:
 
     @property
     def num_pdfs(self) -> int:
-        return self.ctx.num_pdfs
+        return self.ctx_dep.num_pdfs
 
     @property
     def parameters(self) -> int:

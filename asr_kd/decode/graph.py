@@ -11,7 +11,7 @@
 - converted to a k2 ``Fsa`` whose labels are **pdf-id + 1** (k2 reads label 0 as a symbol that
   consumes a frame, so the graph is made input-epsilon-free) and whose ``aux_labels`` are words.
 
-The context dependency (``ctx``) and the transition model (``trans``) are duck-typed: ``ctx`` has
+The context dependency (``ctx_dep``) and the transition model (``trans``) are duck-typed: ``ctx_dep`` has
 ``context_width``, ``num_pdfs`` and ``pdf(left, phone, right, hmm_state)`` (phone 0 = utterance
 boundary); ``trans.loop[phone][hmm_state]`` is a self-loop probability and ``trans.topo[phone]``
 the number of HMM states. :mod:`asr_kd.hmm` provides both.
@@ -71,7 +71,7 @@ def compose_lg(lang_dir: Pathlike, g_path: Pathlike):
     return LG
 
 
-def h_fst_text(ilabels: List[List[int]], ctx, trans, disambig_base: int, self_loop_scale: float) -> str:
+def h_fst_text(ilabels: List[List[int]], ctx_dep, trans, disambig_base: int, self_loop_scale: float) -> str:
     """H in OpenFst text form; input labels are pdf-id + 1, or disambig_base + k."""
     arcs = []
     next_state = 1
@@ -93,7 +93,7 @@ def h_fst_text(ilabels: List[List[int]], ctx, trans, disambig_base: int, self_lo
         loops = trans.loop[phone]
         states = list(range(next_state, next_state + len(loops)))
         next_state += len(loops)
-        pdfs = [ctx.pdf(left, phone, right, k) + 1 for k in range(len(loops))]
+        pdfs = [ctx_dep.pdf(left, phone, right, k) + 1 for k in range(len(loops))]
         arcs.append(f"0 {states[0]} {pdfs[0]} {i} 0")
         for k, s in enumerate(states):
             loop = min(max(float(loops[k]), 1e-6), 1 - 1e-6)
@@ -118,16 +118,16 @@ def _drop_input_symbols_above(fst, first: int):
     return kaldifst.compile("\n".join(lines) + "\n", acceptor=False)
 
 
-def compose_hclg(LG, lang: Lang, ctx, trans, self_loop_scale: float = 0.1):
+def compose_hclg(LG, lang: Lang, ctx_dep, trans, self_loop_scale: float = 0.1):
     """HCLG as an OpenFst transducer (pdf-id + 1 : word)."""
     disambig = [lang.phones[p] for p in lang.disambig_phones]
-    central = 1 if ctx.context_width == 3 else 0
+    central = 1 if ctx_dep.context_width == 3 else 0
     CLG, ilabels = kaldifst.compose_context(
-        disambig_syms=disambig, context_width=ctx.context_width, central_position=central, ifst=LG
+        disambig_syms=disambig, context_width=ctx_dep.context_width, central_position=central, ifst=LG
     )
     kaldifst.arcsort(CLG, sort_type="ilabel")
-    disambig_base = ctx.num_pdfs + 1
-    H = kaldifst.compile(h_fst_text(ilabels, ctx, trans, disambig_base, self_loop_scale), acceptor=False)
+    disambig_base = ctx_dep.num_pdfs + 1
+    H = kaldifst.compile(h_fst_text(ilabels, ctx_dep, trans, disambig_base, self_loop_scale), acceptor=False)
     kaldifst.arcsort(H, sort_type="olabel")
     HCLG = kaldifst.compose(H, CLG)
     if HCLG.num_states == 0:
@@ -150,7 +150,7 @@ def to_k2(fst):
 def build_graph(
     lang_dir: Pathlike,
     g_path: Pathlike,
-    ctx,
+    ctx_dep,
     trans,
     graph_dir: Pathlike,
     model_files: Sequence[Pathlike] = (),
@@ -178,7 +178,7 @@ def build_graph(
     t0 = time.time()
     lang = Lang.load(lang_dir)
     LG = compose_lg(lang_dir, g_path)
-    HCLG = compose_hclg(LG, lang, ctx, trans, self_loop_scale)
+    HCLG = compose_hclg(LG, lang, ctx_dep, trans, self_loop_scale)
     graph = to_k2(HCLG)
     graph_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(fsa_path) as tmp:
@@ -190,8 +190,8 @@ def build_graph(
         "fingerprint": fingerprint,
         "inputs": [str(p) for p in inputs],
         "self_loop_scale": self_loop_scale,
-        "context_width": ctx.context_width,
-        "num_pdfs": ctx.num_pdfs,
+        "context_width": ctx_dep.context_width,
+        "num_pdfs": ctx_dep.num_pdfs,
         "LG_states": LG.num_states,
         "HCLG_states": int(graph.shape[0]),
         "HCLG_arcs": int(graph.num_arcs),

@@ -182,7 +182,7 @@ def load_for_decoding(model, device, lang_dir, lm, graph_dir=None, priors=None):
     ``graph_<LM>`` beside the GMM that defines the senones); ``priors``: :func:`load_scorer`'s."""
     scorer = load_scorer(model, device, priors)
     graph_dir = graph_dir or scorer.gmm_dir / f"graph_{Path(lm).stem.removeprefix('G_')}"
-    graph = build_graph(lang_dir, lm, scorer.ctx, scorer.trans, graph_dir, scorer.model_files,
+    graph = build_graph(lang_dir, lm, scorer.ctx_dep, scorer.trans, graph_dir, scorer.model_files,
                         phones=scorer.phones, model_name=scorer.name)
     return scorer, graph
 

@@ -15,10 +15,11 @@
 - :mod:`~asr_kd.hmm.train`: monophone and triphone training loops; model directories.
 - :mod:`~asr_kd.hmm.jobs`: ``--nj``: the E-step and alignment in parallel jobs, with the result of
   one (fixed accumulation blocks summed along a fixed tree).
-- :mod:`~asr_kd.hmm.output`: senone labels on lhotse cuts, priors, CTM, model directories.
+- :mod:`~asr_kd.hmm.alignments`: what the GMM system hands on: alignments (saved, loaded), senone
+  labels on lhotse cuts, priors, CTM, model directories.
 - :mod:`~asr_kd.hmm.kaldi_peer`: peer check against Kaldi's own code (kaldi-hmm-gmm, run in its
   own process by :mod:`~asr_kd.hmm.kaldi_peer_worker`).
-- :mod:`~asr_kd.hmm.lang_io`, :mod:`~asr_kd.hmm.synthetic`: reading ``data/lang``; a synthetic
+- :mod:`~asr_kd.hmm.lang_info`, :mod:`~asr_kd.hmm.synthetic`: reading ``data/lang``; a synthetic
   corpus with known segmentations for tests.
 - :mod:`~asr_kd.hmm.steps`: the steps of ``asr-kd gmm`` as functions (train_mono_step, train_tri_step,
   align_step, senone_labels_step, ctm_step, report_step, kaldi_compare_step).

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from asr_kd.config import option
 from asr_kd.hmm.gmm import DiagGmmSet
 from asr_kd.hmm.graph import AlignError, build_template, lookup_words, transcript_dag
-from asr_kd.hmm.lang_io import LangInfo
+from asr_kd.hmm.lang_info import LangInfo
 from asr_kd.hmm.topology import TransitionModel
 from asr_kd.hmm.viterbi import viterbi_batch
 
@@ -68,7 +68,7 @@ class Alignment:
                    float(d["loglike"]))
 
 
-def equal_alignment(num_frames: int, phones: Sequence[int], ctx, topo) -> Alignment:
+def equal_alignment(num_frames: int, phones: Sequence[int], ctx_dep, topo) -> Alignment:
     """Kaldi's ``align-equal``: split the frames evenly over the HMM states of a phone sequence."""
     seq = []  # (left, phone, right, state, is_first_state)
     for j, p in enumerate(phones):
@@ -79,7 +79,7 @@ def equal_alignment(num_frames: int, phones: Sequence[int], ctx, topo) -> Alignm
     if num_frames < len(seq):
         raise AlignError(f"too short: {num_frames} frames for {len(seq)} HMM states")
     owner = (np.arange(num_frames) * len(seq)) // num_frames
-    pdf_of = np.array([ctx.pdf(*s) for s in seq], dtype=np.int32)
+    pdf_of = np.array([ctx_dep.pdf(*s) for s in seq], dtype=np.int32)
     ph_of = np.array([s[1] for s in seq], dtype=np.int32)
     st_of = np.array([s[3] for s in seq], dtype=np.int32)
     start = np.zeros(num_frames, dtype=bool)
@@ -89,7 +89,7 @@ def equal_alignment(num_frames: int, phones: Sequence[int], ctx, topo) -> Alignm
     return Alignment(pdf_of[owner], ph_of[owner], st_of[owner], start)
 
 
-def equal_align_transcript(num_frames: int, words: Sequence[str], lang: LangInfo, ctx, topo,
+def equal_align_transcript(num_frames: int, words: Sequence[str], lang: LangInfo, ctx_dep, topo,
                            map_oov: bool = True, rng: Optional[np.random.RandomState] = None,
                            sil_prob: float = 0.5) -> Alignment:
     """Flat-start alignment of one utterance.
@@ -107,12 +107,12 @@ def equal_align_transcript(num_frames: int, words: Sequence[str], lang: LangInfo
                 if rng.rand() < sil_prob:
                     seq.append(sil)
             if num_frames >= sum(topo[p] for p in seq):
-                return equal_alignment(num_frames, seq, ctx, topo)
+                return equal_alignment(num_frames, seq, ctx_dep, topo)
     phones = [p for pr in prons for p in pr[0]]
     with_sil = [sil] + phones + [sil]
     if num_frames >= sum(topo[p] for p in with_sil):
-        return equal_alignment(num_frames, with_sil, ctx, topo)
-    return equal_alignment(num_frames, phones, ctx, topo)
+        return equal_alignment(num_frames, with_sil, ctx_dep, topo)
+    return equal_alignment(num_frames, phones, ctx_dep, topo)
 
 
 def report_failures(failures: Dict[str, str], total: int) -> None:
@@ -151,20 +151,20 @@ class ForcedAligner:
     cached per utterance in ``template_cache``: pass the same dict to successive aligners of one
     training run (same context dependency) and only the transition scores are recomputed."""
 
-    def __init__(self, gmm: DiagGmmSet, ctx, trans: TransitionModel, lang: LangInfo,
+    def __init__(self, gmm: DiagGmmSet, ctx_dep, trans: TransitionModel, lang: LangInfo,
                  opts: Optional[AlignOpts] = None, device="cpu", template_cache: Optional[dict] = None):
-        self.gmm, self.ctx, self.trans, self.lang = gmm, ctx, trans, lang
+        self.gmm, self.ctx_dep, self.trans, self.lang = gmm, ctx_dep, trans, lang
         self.opts = opts or AlignOpts()
         self.device = torch.device(device)
         self.cache = {} if template_cache is None else template_cache
 
     def template(self, utt: str, words: Sequence[str]):
-        key = (utt, tuple(words), self.opts.sil_prob, self.opts.map_oov, id(self.ctx))
+        key = (utt, tuple(words), self.opts.sil_prob, self.opts.map_oov, id(self.ctx_dep))
         t = self.cache.get(key)
         if t is None:
             try:
                 dag = transcript_dag(words, self.lang, self.opts.sil_prob, self.opts.map_oov)
-                t = build_template(dag, self.ctx, self.trans.topo)
+                t = build_template(dag, self.ctx_dep, self.trans.topo)
             except AlignError as e:
                 t = str(e)
             self.cache[key] = t

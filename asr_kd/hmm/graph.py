@@ -21,7 +21,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import torch
 
-from asr_kd.hmm.lang_io import LangInfo
+from asr_kd.hmm.lang_info import LangInfo
 from asr_kd.hmm.topology import HmmTopology, TransitionModel
 
 
@@ -222,12 +222,12 @@ class GraphTemplate:
         return fsa
 
 
-def build_template(dag: PhoneDag, ctx, topo: HmmTopology) -> GraphTemplate:
+def build_template(dag: PhoneDag, ctx_dep, topo: HmmTopology) -> GraphTemplate:
     """The HMM-level training graph of ``dag`` (see the module doc), scores left open.
 
-    ``ctx`` maps ``(left, phone, right, hmm_state)`` to a pdf-id (:class:`~asr_kd.hmm.tree.MonophoneContext`
+    ``ctx_dep`` maps ``(left, phone, right, hmm_state)`` to a pdf-id (:class:`~asr_kd.hmm.tree.MonophoneContext`
     or :class:`~asr_kd.hmm.tree.DecisionTree`)."""
-    copies, next_copies, start_copies, final_copies = context_expand(dag, ctx.context_width)
+    copies, next_copies, start_copies, final_copies = context_expand(dag, ctx_dep.context_width)
     # state ids: 0 = super start, then the HMM states of each copy, last = super final
     base = []
     n = 1
@@ -242,7 +242,7 @@ def build_template(dag: PhoneDag, ctx, topo: HmmTopology) -> GraphTemplate:
         key = (l, p, r, k)
         v = pdf_cache.get(key)
         if v is None:
-            v = pdf_cache[key] = ctx.pdf(l, p, r, k)
+            v = pdf_cache[key] = ctx_dep.pdf(l, p, r, k)
         return v
 
     finals = set(final_copies)

@@ -45,7 +45,7 @@ import torch
 
 from asr_kd.hmm.align import AlignOpts, Alignment, ForcedAligner, report_failures
 from asr_kd.hmm.gmm import DiagGmmSet, GmmAccs
-from asr_kd.hmm.lang_io import LangInfo
+from asr_kd.hmm.lang_info import LangInfo
 from asr_kd.hmm.topology import TransitionAccs, TransitionModel
 from asr_kd.utils import die_with_parent
 
@@ -138,15 +138,15 @@ class Part:
     features, transcripts and current alignment, and the graph templates of its aligner."""
 
     def __init__(self, blocks: List[List[str]], first: int, num_blocks: int, feats, texts, alis,
-                 lang: LangInfo, ctx, opts: AlignOpts, device="cpu", progress: bool = False):
+                 lang: LangInfo, ctx_dep, opts: AlignOpts, device="cpu", progress: bool = False):
         self.blocks, self.first, self.num_blocks = blocks, first, num_blocks
         self.utts = [u for b in blocks for u in b]
         self.feats, self.texts, self.alis = feats, texts, alis
-        self.lang, self.ctx, self.opts, self.device, self.progress = lang, ctx, opts, device, progress
+        self.lang, self.ctx_dep, self.opts, self.device, self.progress = lang, ctx_dep, opts, device, progress
         self.cache: dict = {}
 
     def align(self, gmm: DiagGmmSet, trans: TransitionModel):
-        aligner = ForcedAligner(gmm, self.ctx, trans, self.lang, self.opts, self.device, self.cache)
+        aligner = ForcedAligner(gmm, self.ctx_dep, trans, self.lang, self.opts, self.device, self.cache)
         alis, failures = aligner.align(self.feats, self.texts, progress=self.progress, report=False)
         return ({u: alis[u] for u in self.utts if u in alis},
                 {u: failures[u] for u in self.utts if u in failures})
@@ -224,10 +224,10 @@ class GmmJobs:
     """The utterances of ``texts`` that have features, split over ``nj`` jobs (see the module doc).
 
     ``alis`` is the alignment the first :meth:`estep` accumulates on (equal or a previous model's);
-    ``ctx`` the context dependency of every alignment. Use as a context manager: leaving it ends
+    ``ctx_dep`` the context dependency of every alignment. Use as a context manager: leaving it ends
     the job processes."""
 
-    def __init__(self, feats: Dict[str, np.ndarray], texts: Dict[str, Sequence[str]], lang: LangInfo, ctx,
+    def __init__(self, feats: Dict[str, np.ndarray], texts: Dict[str, Sequence[str]], lang: LangInfo, ctx_dep,
                  opts: Optional[AlignOpts] = None, nj: int = 1, device="cpu", block_frames: int = BLOCK_FRAMES,
                  alis: Optional[Dict[str, Alignment]] = None, progress: bool = False):
         opts = opts or AlignOpts()
@@ -240,7 +240,7 @@ class GmmJobs:
             ub = [utts[s:e] for s, e in blocks[b0:b1]]
             us = [u for b in ub for u in b]
             args.append((ub, b0, self.num_blocks, {u: feats[u] for u in us}, {u: texts[u] for u in us},
-                         {u: alis[u] for u in us if u in alis}, lang, ctx, opts, device))
+                         {u: alis[u] for u in us if u in alis}, lang, ctx_dep, opts, device))
         self.nj = len(args)
         self._stack = ExitStack()
         self._local: Optional[Part] = None

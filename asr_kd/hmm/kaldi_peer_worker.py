@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from asr_kd.hmm.lang_io import LangInfo  # after kaldi_hmm_gmm and kaldifst (above)
+from asr_kd.hmm.lang_info import LangInfo  # after kaldi_hmm_gmm and kaldifst (above)
 
 
 def _topology(lang_phones, silence, num_states, num_sil_states) -> "khg.HmmTopology":

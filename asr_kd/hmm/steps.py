@@ -4,7 +4,7 @@ and a Python user calls them with the same effect.
 
 - :func:`train_mono_step`: a monophone system from a flat start, into a model directory
   (``final.mdl``, ``tree.json``, ``transitions.json``, ``ali.pt``, ``priors.json``, ``phones.ctm``,
-  ``history.json``, ``summary.json``: :func:`asr_kd.hmm.output.save_model_dir`).
+  ``history.json``, ``summary.json``: :func:`asr_kd.hmm.alignments.save_model_dir`).
 - :func:`train_tri_step`: a triphone system tied by a decision tree, from a model directory's
   alignment.
 - :func:`align_step`: forced alignment of cuts with a trained model (``ali.pt``, ``priors.json``,
@@ -39,12 +39,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from asr_kd.hmm import output
+from asr_kd.hmm import alignments
 from asr_kd.hmm.align import AlignOpts, Alignment, ForcedAligner
 from asr_kd.hmm.features import FeatureOpts, features_from_cuts
 from asr_kd.hmm.jobs import JOB_CPU, GmmJobs, peak_rss_jobs_mb, start_jobs
 from asr_kd.hmm.kaldi_peer import compare, run_kaldi_mono
-from asr_kd.hmm.lang_io import LangInfo
+from asr_kd.hmm.lang_info import LangInfo
 from asr_kd.hmm.train import GmmHmm, TrainOpts, train_mono, train_tri
 from asr_kd.model_info import check_phones, feature_config, phone_table
 from asr_kd.results import update_results
@@ -156,9 +156,9 @@ def _train_step(lang_dir: Pathlike, cuts: Pathlike, exp_dir: Pathlike, prev_dir:
         summary["frames"] = int(sum(f.shape[0] for f in feats.values()))
         model.info = model_info(cut_set, cuts, lang_dir)
         summary["train_cuts"] = model.info["train_cuts"]
-        output.save_model_dir(exp_dir, model, alis, failures, history, lang, summary)
+        alignments.save_model_dir(exp_dir, model, alis, failures, history, lang, summary)
         logger.info("%s: %d/%d utterances aligned, %d pdfs, %d Gaussians (%.0f s)", exp_dir, len(alis), len(texts),
-                    model.ctx.num_pdfs, model.gmm.total_gauss(), time.time() - t0)
+                    model.ctx_dep.num_pdfs, model.gmm.total_gauss(), time.time() - t0)
 
 
 def train_mono_step(lang_dir: Pathlike, cuts: Pathlike, exp_dir: Pathlike, opts: TrainOpts, num_states: int = 3,
@@ -180,7 +180,7 @@ def train_tri_step(lang_dir: Pathlike, cuts: Pathlike, ali_dir: Pathlike, exp_di
     """``asr-kd gmm tri``: a triphone system with ``num_leaves`` tied states, started from the
     model and alignment (``ali.pt``) in ``ali_dir``, written to ``exp_dir``."""
     def fit(lang, prev, feats, texts):
-        prev_alis = output.load_alignments(_need(Path(ali_dir) / "ali.pt", "train the monophone system first"))
+        prev_alis = alignments.load_alignments(_need(Path(ali_dir) / "ali.pt", "train the monophone system first"))
         prev_alis = {u: a for u, a in prev_alis.items() if u in feats and feats[u].shape[0] == a.num_frames}
         model, alis, failures, history, tree = train_tri(prev, prev_alis, feats, texts, lang, num_leaves, opts,
                                                          min_leaf_count, device, progress, nj)
@@ -241,7 +241,7 @@ def _align_part(lang, lang_dir, cuts, model_dir, out_dir: Path, inputs, opts: Al
     parts = GmmJobs.split(feats, texts, nj, block_frames=ALIGN_BLOCK_FRAMES)
     mine = parts[job - 1] if job <= len(parts) else []
     t1 = time.time()
-    with GmmJobs({u: feats[u] for u in mine}, {u: texts[u] for u in mine}, lang, model.ctx, opts, 1,
+    with GmmJobs({u: feats[u] for u in mine}, {u: texts[u] for u in mine}, lang, model.ctx_dep, opts, 1,
                  device, block_frames=ALIGN_BLOCK_FRAMES) as jobs:
         alis, failures = jobs.align(model.gmm, model.trans)
     secs = time.time() - t1
@@ -300,7 +300,7 @@ def _align(lang, lang_dir, cuts, model_dir, out_dir: Path, inputs, opts: AlignOp
         _, feats, texts, rejected = load_data(cuts, max_utts)
         utts = list(texts)
         t1 = time.time()
-        with GmmJobs(feats, texts, lang, model.ctx, opts, nj, device, block_frames=ALIGN_BLOCK_FRAMES,
+        with GmmJobs(feats, texts, lang, model.ctx_dep, opts, nj, device, block_frames=ALIGN_BLOCK_FRAMES,
                      progress=True) as jobs:
             alis, failures = jobs.align(model.gmm, model.trans)
         secs = time.time() - t1
@@ -310,14 +310,14 @@ def _align(lang, lang_dir, cuts, model_dir, out_dir: Path, inputs, opts: AlignOp
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "ali.pt").unlink(missing_ok=True)  # the step's marker: goes first, comes back last
     write_json(out_dir / "ali_failures.json", failures)
-    write_json(out_dir / "priors.json", output.senone_priors(alis, model.ctx.num_pdfs))
-    output.write_ctm(out_dir / "phones.ctm", alis, lang.phone_names)
+    write_json(out_dir / "priors.json", alignments.senone_priors(alis, model.ctx_dep.num_pdfs))
+    alignments.write_ctm(out_dir / "phones.ctm", alis, lang.phone_names)
     write_json(out_dir / "summary.json", {
         "model": str(model_dir), "utts": len(utts), "utts_aligned": len(alis), "utts_failed": len(failures),
         "loglike_per_frame": sum(a.loglike for a in alis.values()) / max(frames, 1),
         "align_seconds": secs, "real_time_factor": secs / max(frames * 0.01, 1e-9),
         "peak_rss_mb": peak_rss_mb(), **jobs_summary})
-    output.save_alignments(out_dir / "ali.pt", alis)
+    alignments.save_alignments(out_dir / "ali.pt", alis)
 
 
 def senone_labels_step(cuts: Pathlike, ali_dir: Pathlike, out_cuts: Pathlike, storage_dir: Optional[Pathlike] = None,
@@ -329,11 +329,11 @@ def senone_labels_step(cuts: Pathlike, ali_dir: Pathlike, out_cuts: Pathlike, st
         logger.info("%s is newer than its alignment; skipping (use --force to redo)", out_cuts)
         return
     cut_set = load_cuts(cuts, "run the fbank stage first")
-    alis = output.load_alignments(_need(Path(ali_dir) / "ali.pt", "train or align the GMM system first"))
+    alis = alignments.load_alignments(_need(Path(ali_dir) / "ali.pt", "train or align the GMM system first"))
     # the old manifest goes before its label arrays are overwritten; the new one comes last
     Path(out_cuts).unlink(missing_ok=True)
     storage = storage_dir or str(Path(out_cuts).parent / (Path(out_cuts).name.split(".")[0] + "_senone"))
-    out, counts = output.attach_senones(cut_set, alis, storage)
+    out, counts = alignments.attach_senones(cut_set, alis, storage)
     with atomic_path(out_cuts) as tmp:
         out.to_file(tmp)
     logger.info("senone labels: %s", counts)
@@ -344,7 +344,7 @@ def ctm_step(lang_dir: Pathlike, ali_dir: Pathlike, out: Pathlike) -> None:
     lang = LangInfo.load(lang_dir)
     if (Path(ali_dir) / "final.mdl").is_file():  # a model dir (an align dir has no model)
         load_model_checked(ali_dir, lang_dir)
-    output.write_ctm(out, output.load_alignments(Path(ali_dir) / "ali.pt"), lang.phone_names)
+    alignments.write_ctm(out, alignments.load_alignments(Path(ali_dir) / "ali.pt"), lang.phone_names)
 
 
 def report_step(recipe_dir: Pathlike, model_dirs: Sequence[Pathlike], align_dirs: Sequence[str], command: str) -> None:
@@ -399,9 +399,9 @@ def kaldi_compare_step(lang_dir: Pathlike, cuts: Pathlike, model_dir: Pathlike, 
     model = load_model_checked(model_dir, lang_dir)
     _, feats, texts, rejected = load_data(cuts, max_utts)
     texts = {u: w for u, w in texts.items() if u in feats}
-    if model.ctx.to_dict()["type"] != "monophone":
+    if model.ctx_dep.to_dict()["type"] != "monophone":
         raise UserError(f"{model_dir} is not a monophone model")
-    ours, _ = ForcedAligner(model.gmm, model.ctx, model.trans, lang, opts.align).align(feats, texts)
+    ours, _ = ForcedAligner(model.gmm, model.ctx_dep, model.trans, lang, opts.align).align(feats, texts)
     same = compare(ours, run_kaldi_mono(feats, texts, lang_dir, peer_path, model=model))
     topo = model.trans.topo.num_states
     t0 = time.time()

@@ -13,7 +13,7 @@ from typing import Dict, Tuple
 import kaldifst
 import numpy as np
 
-from asr_kd.hmm.lang_io import LangInfo
+from asr_kd.hmm.lang_info import LangInfo
 
 
 def toy_lang(num_phones: int = 6, num_words: int = 8, seed: int = 0) -> LangInfo:

@@ -21,7 +21,7 @@ from asr_kd.hmm.align import AlignOpts, Alignment, equal_align_transcript
 from asr_kd.hmm.gmm import DiagGmmSet, global_mean_var
 from asr_kd.hmm.graph import AlignError
 from asr_kd.hmm.jobs import BLOCK_FRAMES, GmmJobs
-from asr_kd.hmm.lang_io import LangInfo
+from asr_kd.hmm.lang_info import LangInfo
 from asr_kd.hmm.topology import HmmTopology, TransitionModel
 from asr_kd.hmm.tree import DecisionTree, MonophoneContext, TreeStats, build_tree, cluster_phones, leaf_stats
 from asr_kd.utils import atomic_path
@@ -37,22 +37,22 @@ class GmmHmm:
     and MFCC settings), ``phones`` (the phone set of its lang) and ``train_cuts``; empty for models
     trained before it was saved."""
 
-    ctx: object
+    ctx_dep: object
     trans: TransitionModel
     gmm: DiagGmmSet
     info: dict = field(default_factory=dict)
 
     def save(self, path) -> None:
         with atomic_path(path) as tmp:
-            torch.save({"gmm": self.gmm.state_dict(), "trans": self.trans.to_dict(), "ctx": self.ctx.to_dict(),
+            torch.save({"gmm": self.gmm.state_dict(), "trans": self.trans.to_dict(), "ctx": self.ctx_dep.to_dict(),
                         "info": self.info}, tmp)
 
     @classmethod
     def load(cls, path) -> "GmmHmm":
         d = torch.load(path, map_location="cpu", weights_only=False)  # torch >= 2.6 defaults to True
         trans = TransitionModel.from_dict(d["trans"])
-        ctx = context_from_dict(d["ctx"], trans.topo)
-        return cls(ctx, trans, DiagGmmSet.from_state_dict(d["gmm"]), d.get("info", {}))
+        ctx_dep = context_from_dict(d["ctx"], trans.topo)
+        return cls(ctx_dep, trans, DiagGmmSet.from_state_dict(d["gmm"]), d.get("info", {}))
 
 
 def context_from_dict(d: dict, topo: HmmTopology):
@@ -122,7 +122,7 @@ def train_gmm_hmm(
     cur_gauss = model.gmm.total_gauss()
     inc = max(0, (opts.max_gauss - cur_gauss)) / max(1, opts.max_iter_inc)
     realign_at = set(opts.realign_iters)
-    with GmmJobs(feats, texts, lang, model.ctx, opts.align, nj, device, opts.acc_block_frames, alis,
+    with GmmJobs(feats, texts, lang, model.ctx_dep, opts.align, nj, device, opts.acc_block_frames, alis,
                  progress) as jobs:
         for it in range(0, opts.num_iters + 1):
             t0 = time.time()
@@ -158,10 +158,10 @@ def init_monophone(lang: LangInfo, feats: Dict[str, np.ndarray], num_states: int
                    num_sil_states: int = 5) -> GmmHmm:
     """Flat start: every pdf one Gaussian with the global mean and variance (``gmm-init-mono``)."""
     topo = HmmTopology.build(lang.real_phones, lang.silence_phones, num_states, num_sil_states)
-    ctx = MonophoneContext(topo)
+    ctx_dep = MonophoneContext(topo)
     allx = torch.from_numpy(np.concatenate(list(feats.values())))
     mean, var = global_mean_var(allx)
-    return GmmHmm(ctx, TransitionModel.init(topo), DiagGmmSet.single_gaussian(mean, var, ctx.num_pdfs))
+    return GmmHmm(ctx_dep, TransitionModel.init(topo), DiagGmmSet.single_gaussian(mean, var, ctx_dep.num_pdfs))
 
 
 def equal_align_all(model: GmmHmm, feats, texts, lang: LangInfo, map_oov: bool = True,
@@ -173,7 +173,7 @@ def equal_align_all(model: GmmHmm, feats, texts, lang: LangInfo, map_oov: bool =
             failures[utt] = "no features"
             continue
         try:
-            alis[utt] = equal_align_transcript(feats[utt].shape[0], words, lang, model.ctx, model.trans.topo,
+            alis[utt] = equal_align_transcript(feats[utt].shape[0], words, lang, model.ctx_dep, model.trans.topo,
                                                map_oov, rng)
         except AlignError as e:
             failures[utt] = str(e)
@@ -192,7 +192,7 @@ def train_mono(lang: LangInfo, feats, texts, opts: Optional[TrainOpts] = None, n
     return train_gmm_hmm(model, feats, texts, lang, alis, opts, device, progress, nj)
 
 
-def convert_alignment(ali: Alignment, ctx) -> Alignment:
+def convert_alignment(ali: Alignment, ctx_dep) -> Alignment:
     """Same state sequence, pdf-ids from another context dependency (Kaldi's ``convert-ali``)."""
     left, right = ali.contexts()
     cache: Dict[tuple, int] = {}
@@ -200,7 +200,7 @@ def convert_alignment(ali: Alignment, ctx) -> Alignment:
     for t, key in enumerate(zip(left.tolist(), ali.phones.tolist(), right.tolist(), ali.states.tolist())):
         v = cache.get(key)
         if v is None:
-            v = cache[key] = ctx.pdf(*key)
+            v = cache[key] = ctx_dep.pdf(*key)
         pdfs[t] = v
     return Alignment(pdfs, ali.phones, ali.states, ali.phone_start, ali.loglike)
 

@@ -41,7 +41,7 @@ from asr_kd.config import argv_command, option, quick_values
 from asr_kd.distill import HARD_WEIGHT, tempered_softmax
 from asr_kd.results import load_results, update_results
 from asr_kd.utils import atomic_path, read_json, write_json
-from asr_kd.vision import mnist as M
+from asr_kd.vision import mnist
 from asr_kd.vision.recipe import paper_note
 from asr_kd.vision.train import DTYPES, TrainConfig, TrainHistory, count_errors, predict_logits, train_classifier
 
@@ -134,7 +134,7 @@ class MnistData:
         info_path = Path(cfg.exp_dir) / "data.json"
         if not info_path.exists():
             prepare(cfg)
-        d = M.split_train_valid(M.load_mnist(read_json(info_path)["dir"]), cfg.valid_size)
+        d = mnist.split_train_valid(mnist.load_mnist(read_json(info_path)["dir"]), cfg.valid_size)
         if cfg.train_limit:
             d["train_x"], d["train_y"] = d["train_x"][: cfg.train_limit], d["train_y"][: cfg.train_limit]
         if cfg.test_limit:
@@ -191,7 +191,7 @@ def _train_student(cfg: MnistConfig, d: Dict[str, torch.Tensor], name: str, hidd
         x, y = x[subset], y[subset]
         soft = soft[subset] if soft is not None else None
     torch.manual_seed(cfg.seed)
-    model = M.mlp(hidden)
+    model = mnist.mlp(hidden)
     train_cfg = cfg.train_config(
         epochs, name, temperature=temperature or 1.0, hard_weight=cfg.hard_weight, soft_weight=1.0,
         grad_clip=cfg.distill_grad_clip if temperature is not None else None,
@@ -251,8 +251,8 @@ def prepare(cfg: MnistConfig) -> Optional[Path]:
     download_dir = cfg.download_dir
     if cfg.mnist_dir is None and download_dir is None:
         download_dir = Path(cfg.exp_dir) / "download"
-    directory = M.prepare_mnist(cfg.mnist_dir, download_dir)
-    d = M.load_mnist(directory)
+    directory = mnist.prepare_mnist(cfg.mnist_dir, download_dir)
+    d = mnist.load_mnist(directory)
     write_json(out, {"dir": str(Path(directory).resolve()), "train": len(d["train_y"]), "test": len(d["test_y"])})
     log.info("MNIST ready in %s: %d train, %d test images", directory, len(d["train_y"]), len(d["test_y"]))
     return Path(directory)
@@ -267,13 +267,13 @@ def teacher(cfg: MnistConfig, data: Optional[MnistData] = None, command: Optiona
     data = data or MnistData(cfg)
     d = data.splits
     torch.manual_seed(cfg.seed)
-    model = M.mlp(cfg.teacher_hidden, cfg.input_dropout, cfg.hidden_dropout)
+    model = mnist.mlp(cfg.teacher_hidden, cfg.input_dropout, cfg.hidden_dropout)
     train_cfg = cfg.train_config(cfg.teacher_epochs, "teacher", max_norm=cfg.max_norm)
     # The teacher is the long run: a checkpoint per epoch lets an interrupted run resume.
     checkpoint = exp / "checkpoint.pt"
     if cfg.force:
         checkpoint.unlink(missing_ok=True)
-    hist = train_classifier(model, d["train_x"], d["train_y"], train_cfg, augment=M.Jitter(cfg.jitter),
+    hist = train_classifier(model, d["train_x"], d["train_y"], train_cfg, augment=mnist.Jitter(cfg.jitter),
                             eval_fn=_dev_errors_fn(cfg, d), checkpoint=checkpoint)
     t_trained = time.time()
     _save_model(model, exp / "model.pt", hist)
@@ -282,7 +282,7 @@ def teacher(cfg: MnistConfig, data: Optional[MnistData] = None, command: Optiona
         torch.save(logits, tmp)
     # hist.wall_s counts the epochs trained before an interruption too (a resumed run).
     wall = hist.wall_s + time.time() - t_trained
-    rows = error_rows("teacher", logits, d, params=M.num_parameters(model), epochs=cfg.teacher_epochs,
+    rows = error_rows("teacher", logits, d, params=mnist.num_parameters(model), epochs=cfg.teacher_epochs,
                       temperature=None, wall_s=round(wall, 1), command=command or argv_command())
     return _write(cfg, data, MAIN_TABLE, rows, hist, out, COLUMNS)
 
@@ -299,7 +299,7 @@ def _student(cfg: MnistConfig, data: Optional[MnistData], system: str, temperatu
     t0 = time.time()
     model, hist = _train_student(cfg, d, system, cfg.student_hidden, cfg.student_epochs, temperature)
     _save_model(model, Path(cfg.exp_dir) / system / "model.pt", hist)
-    rows = error_rows(system, _dev_test_logits(cfg, d, model), d, params=M.num_parameters(model),
+    rows = error_rows(system, _dev_test_logits(cfg, d, model), d, params=mnist.num_parameters(model),
                       epochs=hist.epochs[-1]["epoch"] if hist.epochs else 0, temperature=temperature,
                       wall_s=round(time.time() - t0, 1), command=command or argv_command())
     return _write(cfg, data, MAIN_TABLE, rows, hist, out, COLUMNS)
@@ -330,7 +330,7 @@ def sweep(cfg: MnistConfig, data: Optional[MnistData] = None, command: Optional[
             d = data.splits
             t0 = time.time()
             model, hist = _train_student(cfg, d, system, hidden, cfg.sweep_epochs, T)
-            rows = error_rows(system, _dev_test_logits(cfg, d, model), d, params=M.num_parameters(model),
+            rows = error_rows(system, _dev_test_logits(cfg, d, model), d, params=mnist.num_parameters(model),
                               epochs=cfg.sweep_epochs, temperature=T, wall_s=round(time.time() - t0, 1),
                               command=command or argv_command())
             for r in rows:
@@ -429,18 +429,18 @@ def transfer(cfg: MnistConfig, data: Optional[MnistData] = None, command: Option
         model, hist = _train_student(cfg, d, system, cfg.student_hidden, cfg.transfer_epochs, cfg.temperature,
                                      subset=subset)
         logits = _dev_test_logits(cfg, d, model)
-        extra = dict(transfer_size=int(subset.numel()), epochs=cfg.transfer_epochs,
-                     wall_s=round(time.time() - t0, 1), command=command or argv_command())
+        columns = dict(transfer_size=int(subset.numel()), epochs=cfg.transfer_epochs,
+                       wall_s=round(time.time() - t0, 1), command=command or argv_command())
         dev = (logits["valid"], d["valid_y"])
         test = (logits["test"], d["test_y"])
-        dev_shift, _ = M.best_bias_shift(*dev, shifted)
-        test_shift, _ = M.best_bias_shift(*test, shifted)
+        dev_shift, _ = mnist.best_bias_shift(*dev, shifted)
+        test_shift, _ = mnist.best_bias_shift(*test, shifted)
         rows = [
-            _transfer_row(system, "dev", *dev, shifted, 0.0, **extra),
-            _transfer_row(system, "test", *test, shifted, 0.0, **extra),
-            _transfer_row(f"{system}-bias", "test", *test, shifted, test_shift, **extra),
-            _transfer_row(f"{system}-bias-dev", "dev", *dev, shifted, dev_shift, **extra),
-            _transfer_row(f"{system}-bias-dev", "test", *test, shifted, dev_shift, **extra),
+            _transfer_row(system, "dev", *dev, shifted, 0.0, **columns),
+            _transfer_row(system, "test", *test, shifted, 0.0, **columns),
+            _transfer_row(f"{system}-bias", "test", *test, shifted, test_shift, **columns),
+            _transfer_row(f"{system}-bias-dev", "dev", *dev, shifted, dev_shift, **columns),
+            _transfer_row(f"{system}-bias-dev", "test", *test, shifted, dev_shift, **columns),
         ]
         _save_model(model, Path(cfg.exp_dir) / "transfer" / system / "model.pt", hist)
         written += _write(cfg, data, TRANSFER_TABLE, rows, hist, out, TRANSFER_COLUMNS)

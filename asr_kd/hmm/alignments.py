@@ -82,26 +82,26 @@ def attach_senones(cuts, alis: Dict[str, Alignment], storage_dir, field: str = "
     return CutSet.from_cuts(out), {"with_labels": len(out), "no_alignment": missing, "frame_mismatch": mismatch}
 
 
-def save_model_dir(exp_dir, model, alis, failures, history, lang, extra: Optional[dict] = None) -> None:
+def save_model_dir(exp_dir, model, alis, failures, history, lang, summary_fields: Optional[dict] = None) -> None:
     """Write everything a model directory holds (see the module doc); final.mdl last, since its
     presence marks the step as done. An old final.mdl goes first: a redo killed halfway leaves
     no model, not an old one beside the new alignment."""
     exp_dir = Path(exp_dir)
     (exp_dir / "final.mdl").unlink(missing_ok=True)
     exp_dir.mkdir(parents=True, exist_ok=True)
-    write_json(exp_dir / "tree.json", model.ctx.to_dict())
+    write_json(exp_dir / "tree.json", model.ctx_dep.to_dict())
     write_json(exp_dir / "transitions.json", model.trans.to_dict())
     save_alignments(exp_dir / "ali.pt", alis)
     write_json(exp_dir / "ali_failures.json", failures)
-    write_json(exp_dir / "priors.json", senone_priors(alis, model.ctx.num_pdfs))
+    write_json(exp_dir / "priors.json", senone_priors(alis, model.ctx_dep.num_pdfs))
     write_json(exp_dir / "history.json", history)
     write_ctm(exp_dir / "phones.ctm", alis, lang.phone_names)
-    summary = {"num_pdfs": model.ctx.num_pdfs, "num_gauss": model.gmm.total_gauss(),
+    summary = {"num_pdfs": model.ctx_dep.num_pdfs, "num_gauss": model.gmm.total_gauss(),
                "utts_aligned": len(alis), "utts_failed": len(failures),
                "failure_reasons": _reason_counts(failures),
                "final_loglike_per_frame": (sum(a.loglike for a in alis.values())
                                            / max(1, sum(a.num_frames for a in alis.values())))}
-    summary.update(extra or {})
+    summary.update(summary_fields or {})
     write_json(exp_dir / "summary.json", summary)
     model.save(exp_dir / "final.mdl")
 

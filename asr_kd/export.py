@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import copy
 import hashlib
 import json
 import logging
@@ -58,6 +59,10 @@ from typing import List, Optional, Sequence
 import torch
 from torch import nn
 
+import asr_kd
+from asr_kd.decode.acoustic import load_scorer
+from asr_kd.decode.graph import build_graph
+from asr_kd.model_info import check_phones
 from asr_kd.utils import Pathlike, UserError, atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -124,8 +129,6 @@ class ScriptedAcousticModel(nn.Module):
 
 def torchscript_model(models: Sequence, log_priors) -> torch.jit.ScriptModule:
     """:class:`ScriptedAcousticModel` of loaded :class:`asr_kd.nnet.model.Dnn` models, scripted."""
-    import copy
-
     cfg = models[0].cfg
     nets = [copy.deepcopy(m.net).cpu().float().eval() for m in models]
     module = ScriptedAcousticModel(nets, cfg.left_context, cfg.right_context, cfg.feat_dim,
@@ -161,8 +164,6 @@ def _files(root: Path) -> dict:
 
 def toolkit_version() -> dict:
     """asr-kd's version, and the git commit of its checkout (``dirty``: asr_kd/ has uncommitted changes)."""
-    import asr_kd
-
     out = {"version": asr_kd.__version__, "commit": None, "dirty": None}
     here = Path(asr_kd.__file__).resolve().parent
     try:
@@ -226,9 +227,6 @@ def export_model(models: Sequence[Pathlike], out_dir: Pathlike, lang_dir: Option
     interrupted export leaves nothing that looks complete. An existing ``out_dir`` is replaced only
     with ``force``, and only if it is an export. ``priors``: DNNs, a JSON of senone log-priors (``asr-kd
     nnet priors``) that the exported model divides its posteriors by instead of its own."""
-    from asr_kd.decode.acoustic import load_scorer
-    from asr_kd.model_info import check_phones
-
     out_dir = Path(out_dir)
     if out_dir.exists() and not force:
         raise UserError(f"{out_dir} exists: use --force to replace it")
@@ -280,8 +278,6 @@ def export_model(models: Sequence[Pathlike], out_dir: Pathlike, lang_dir: Option
             lm_rel = f"lm/{Path(lm).name}"
             _copy(Path(lm), tmp / lm_rel)
         if lm is not None and graph:
-            from asr_kd.decode.graph import build_graph
-
             src = Path(graph_dir) if graph_dir else gmm_dir / f"graph_{Path(lm).stem.removeprefix('G_')}"
             if all((src / f).is_file() for f in GRAPH_FILES):
                 for f in GRAPH_FILES:

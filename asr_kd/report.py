@@ -3,7 +3,10 @@
 A row is read from files the stages wrote, never typed: WER from a decode directory's
 ``decode.json``, frame accuracy from an ``asr-kd nnet eval`` JSON, training facts from a model's
 ``summary.json``. For the distillation table, each distilled row also gets the share of the
-ensemble's frame-accuracy gain over the baseline that it recovers (the paper's ">80%").
+ensemble's frame-accuracy gain over the baseline that it recovers (the paper's ">80%"). With
+``--versus DIR`` a row compares its decode with another system's decode of the same set by a
+paired bootstrap over the set's speakers (:func:`asr_kd.score.paired_bootstrap`): the WER
+difference, its 95% interval and how often the row's system wins on a resampled set.
 
     asr-kd report --table "Table 1" --system dnn-baseline --set test \\
         --decode-dir exp/dnn_seed1/decode_test --frame-accuracy exp/dnn_seed1/eval_test.json \\
@@ -17,7 +20,8 @@ from pathlib import Path
 from typing import Optional
 
 from asr_kd.results import paper_note, remove_rows, update_results
-from asr_kd.utils import UserError, error_text, read_json
+from asr_kd.score import paired_bootstrap, utterance_errors
+from asr_kd.utils import UserError, error_text, iter_cuts, read_json
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,34 @@ def row_from_files(system: str, set_name: str, decode_dir: Optional[Path] = None
     return row
 
 
+MIN_SPEAKERS = 10  # --versus resamples speakers when the set has at least this many
+
+
+def best_per_utt(decode_dir: Path) -> Path:
+    """The per-utterance scoring of a decode directory at its chosen LM weight and penalty."""
+    d = read_json(Path(decode_dir) / "decode.json")
+    best = d["best"] if "best" in d else f"{d['best_lm_weight']:g}"
+    return Path(decode_dir) / f"per_utt_{best}"
+
+
+def versus_fields(decode_dir: Path, versus: Path, samples: int = 10000, seed: int = 0) -> dict:
+    """Columns comparing ``decode_dir`` (B) with ``versus`` (A), decodes of the same utterances: a
+    paired bootstrap over the speakers of the decoded cuts, or over utterances where they name fewer
+    than :data:`MIN_SPEAKERS` (drawing from a handful of speakers says little)."""
+    cuts = read_json(Path(decode_dir) / "decode.json")["cuts"]
+    speakers = {c.id: c.supervisions[0].speaker for c in iter_cuts(cuts) if c.supervisions and c.supervisions[0].speaker}
+    if len(set(speakers.values())) < MIN_SPEAKERS:
+        speakers = {}
+    try:
+        r = paired_bootstrap(utterance_errors(best_per_utt(versus)), utterance_errors(best_per_utt(decode_dir)),
+                             samples, seed, groups=speakers or None)
+    except ValueError as e:
+        raise UserError(f"{decode_dir} versus {versus}: {e}") from e
+    return {"versus": str(versus), "wer_delta": round(r.delta, 2), "delta_ci95_lo": round(r.delta_ci95[0], 2),
+            "delta_ci95_hi": round(r.delta_ci95[1], 2), "p_improvement": round(r.p_improvement, 1),
+            "resampled": f"{r.units} {'speakers' if speakers else 'utterances'}"}
+
+
 def add_gain_recovered(rows: list) -> None:
     """The gain of each distilled row over the baseline, as a % of the ensemble's gain: in frame
     accuracy (gain_recovered_pct, the paper's measure) and in WER (wer_gain_recovered_pct); none
@@ -91,6 +123,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a decode directory whose decode.json gives the model's parameters and its speed there "
                              "(seconds per hour of audio: acoustic model, search, total), e.g. one decoded with --nj 1 "
                              "on one thread")
+    parser.add_argument("--versus", type=Path, metavar="DIR",
+                        help="with --decode-dir: another system's decode of the same set; the row gets the WER "
+                             "difference (this - that), its 95%% interval and p_improvement (%% of 10000 sets, resampled "
+                             "by speaker, on which this system has the lower WER)")
     parser.add_argument("--field", nargs="*", default=[], metavar="KEY=VALUE", help="extra columns")
     parser.add_argument("--note", help="text under the table's heading")
     parser.add_argument("--paper", type=Path,
@@ -124,6 +160,10 @@ def run(args) -> int:
     for kv in args.field:
         k, _, v = kv.partition("=")
         extra[k] = _value(v)
+    if args.versus is not None:
+        if args.decode_dir is None:
+            raise UserError("--versus compares with the row's --decode-dir: give both")
+        extra.update(versus_fields(args.decode_dir, args.versus))
     row = row_from_files(args.system, args.set_name, args.decode_dir, args.frame_accuracy, args.summary,
                          args.speed_dir, **extra)
     row["command"] = args.producing_command

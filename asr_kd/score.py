@@ -6,7 +6,10 @@
     per_utt_{name}   ref / hyp / op lines per utterance (Kaldi's align-text style)
     errs_{name}      per-utterance alignments ``(ref->hyp)`` and the most frequent errors (icefall style)
 
-so ``grep WER exp/*/decode*/wer_* | sort -k2 -n`` ranks systems as in Kaldi. An utterance with a
+so ``grep WER exp/*/decode*/wer_* | sort -k2 -n`` ranks systems as in Kaldi. Whether one
+system's lower WER would hold on other utterances of the same kind is told by
+:func:`paired_bootstrap` (Bisani & Ney 2004; Kaldi's ``compute-wer-bootci``) over the
+per-utterance errors of two decodes of the same set (:func:`utterance_errors`). An utterance with a
 reference but no hypothesis (e.g. an empty lattice) is scored as all deletions and counted; one
 with an empty reference (a blank transcript, or a cut without supervision) is not scored, since
 every word hypothesised would be an insertion against nothing: it is named in a warning and
@@ -19,7 +22,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Mapping, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import kaldialign
 import numpy as np
@@ -176,3 +179,65 @@ def frame_accuracy(predictions: Sequence[np.ndarray], labels: Sequence[np.ndarra
         total += int(keep.sum())
     return 100.0 * correct / max(total, 1), total
 
+
+
+def utterance_errors(per_utt: Pathlike) -> Dict[str, Tuple[int, int]]:
+    """``{utterance: (errors, reference words)}`` from a ``per_utt_{name}`` file's ``#csid`` lines."""
+    out = {}
+    for line in Path(per_utt).read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 6 and parts[1] == "#csid":
+            c, s, i, d = map(int, parts[2:])
+            out[parts[0]] = (s + i + d, c + s + d)
+    if not out:
+        raise ValueError(f"{per_utt}: no '#csid' lines (not a per_utt file of asr-kd's scoring)")
+    return out
+
+
+@dataclass
+class BootstrapResult:
+    """System B against system A on the same utterances. ``delta_ci95``: the 2.5th and 97.5th
+    percentile of WER(B) - WER(A) over the resampled sets; ``p_improvement``: the percentage of
+    them on which B has the lower WER (Kaldi's "probability of Set2 improving Set1"); ``units``:
+    how many utterances, or speakers with ``groups``, were resampled."""
+
+    wer_a: float
+    wer_b: float
+    delta_ci95: Tuple[float, float]
+    p_improvement: float
+    units: int
+    samples: int
+
+    @property
+    def delta(self) -> float:
+        return self.wer_b - self.wer_a
+
+
+def paired_bootstrap(a: Mapping[str, Tuple[int, int]], b: Mapping[str, Tuple[int, int]], samples: int = 10000,
+                     seed: int = 0, groups: Optional[Mapping[str, str]] = None) -> BootstrapResult:
+    """Paired bootstrap of two systems' per-utterance errors (:func:`utterance_errors`): draw the
+    test set's utterances with replacement ``samples`` times and score both systems on each draw.
+    With ``groups`` (utterance -> speaker) whole speakers are drawn instead: a speaker's
+    utterances share its voice and accent, so they are not independent draws, and the interval is
+    wider and more honest. The two must have scored the same utterances against the same references."""
+    if set(a) != set(b):
+        only = sorted(set(a) ^ set(b))
+        raise ValueError(f"the two systems scored different utterances ({len(only)} in only one, e.g. {only[:3]})")
+    utts = sorted(a)
+    unit_of = {u: (groups.get(u, u) if groups is not None else u) for u in utts}
+    units = sorted(set(unit_of.values()))
+    index = {k: i for i, k in enumerate(units)}
+    sums = np.zeros((len(units), 3), dtype=np.int64)  # errors of a, errors of b, reference words
+    for u in utts:
+        if a[u][1] != b[u][1]:
+            raise ValueError(f"the two systems were scored against different reference transcripts ({u})")
+        sums[index[unit_of[u]]] += (a[u][0], b[u][0], a[u][1])
+    rng = np.random.default_rng(seed)
+    drawn = sums[rng.integers(0, len(units), size=(samples, len(units)))].sum(1)  # [samples, 3]
+    words = np.maximum(drawn[:, 2], 1)
+    wer_a, wer_b = 100.0 * drawn[:, 0] / words, 100.0 * drawn[:, 1] / words
+    lo, hi = np.percentile(wer_b - wer_a, [2.5, 97.5])
+    total = sums.sum(0)
+    return BootstrapResult(wer_a=100.0 * total[0] / max(total[2], 1), wer_b=100.0 * total[1] / max(total[2], 1),
+                           delta_ci95=(float(lo), float(hi)), p_improvement=100.0 * float((wer_b < wer_a).mean()),
+                           units=len(units), samples=samples)

@@ -362,3 +362,31 @@ def test_generated_flags_keep_their_names_and_defaults(monkeypatch):
     assert (opts.min_active_states, opts.max_active_states) == (20, 7000)
     with pytest.raises(ValueError, match="no fields"):
         config_flags(TrainOpts, fields=("num_iter",))
+
+
+def test_report_versus_compares_two_decodes_by_bootstrap(tmp_path):
+    """asr-kd report --versus: the row gets the WER difference, its interval and p_improvement;
+    few speakers are resampled as utterances, decodes of other utterances are refused in one line."""
+    from lhotse import CutSet, MonoCut, SupervisionSegment
+
+    from asr_kd.score import score_wer
+
+    texts = {f"u{i}": "a b c d".split() for i in range(60)}
+    CutSet.from_cuts(MonoCut(id=u, start=0, duration=1.0, channel=0, supervisions=[
+        SupervisionSegment(id=u, recording_id=u, start=0, duration=1.0, text=" ".join(t), speaker=f"s{i % 3}")])
+        for i, (u, t) in enumerate(texts.items())).to_file(tmp_path / "cuts.jsonl.gz")
+    for name, hyps in (("a", {u: "a x x d".split() for u in texts}), ("b", dict(texts))):
+        d = tmp_path / name
+        score_wer(texts, hyps, d, "9_0.5")
+        (d / "decode.json").write_text(json.dumps({
+            "cuts": str(tmp_path / "cuts.jsonl.gz"), "best": "9_0.5", "wer": 50.0 if name == "a" else 0.0,
+            "utterances": 60, "best_lm_weight": 9.0, "empty_lattices": 0, "real_time_factor": 0.1,
+            "by_lm_weight": {"9_0.5": {"ins": 0, "del": 0, "sub": 0, "ref_words": 240}}}))
+    args = ["report", "--recipe-dir", str(tmp_path), "--table", "T", "--system", "b vs a", "--set", "test",
+            "--command", "x"]
+    assert main(args + ["--decode-dir", str(tmp_path / "b"), "--versus", str(tmp_path / "a")]) == 0
+    row = json.loads((tmp_path / "results.json").read_text())["rows"][0]
+    assert row["wer_delta"] == -50.0 and row["p_improvement"] == 100.0 and row["resampled"] == "60 utterances"
+    assert row["delta_ci95_lo"] == row["delta_ci95_hi"] == -50.0 and row["versus"] == str(tmp_path / "a")
+    (tmp_path / "a" / "per_utt_9_0.5").write_text("u0 #csid 4 0 0 0\n")
+    assert main(args + ["--decode-dir", str(tmp_path / "b"), "--versus", str(tmp_path / "a")]) == 1

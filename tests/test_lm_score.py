@@ -8,7 +8,7 @@ import pytest
 
 from asr_kd.lang.lm import EOS, ArpaLM, NgramLM, arpa_to_fst, lm_vocabulary
 from asr_kd.lang.lm_mix import perplexity
-from asr_kd.score import compute_wer, frame_accuracy, score_wer
+from asr_kd.score import compute_wer, frame_accuracy, paired_bootstrap, score_wer, utterance_errors
 
 SENTS = [s.split() for s in ["a b c", "a b d", "b c a", "c c", "a", "d a b c", "b b b"]]
 VOCAB = ["a", "b", "c", "d", "never_seen", "<UNK>"]
@@ -100,3 +100,31 @@ def test_empty_references_are_named_counted_and_left_out(tmp_path, caplog):
     assert stats.as_dict()["excluded_empty_refs"] == 2
     assert "Excluded 2 sentences with an empty reference." in (tmp_path / "wer_test").read_text()
     assert "blank" not in (tmp_path / "per_utt_test").read_text()
+
+
+def test_paired_bootstrap_tells_a_real_difference_from_noise(tmp_path):
+    refs = {f"u{i:03d}": "a b c d e".split() for i in range(200)}
+    good = {u: r for u, r in refs.items()}
+    good.update({u: "a b c d x".split() for u in list(refs)[:20]})  # 20 errors
+    bad = {u: "a b c x x".split() for u in refs}  # 400 errors
+    score_wer(refs, good, tmp_path, "good")
+    score_wer(refs, bad, tmp_path, "bad")
+    g, b = utterance_errors(tmp_path / "per_utt_good"), utterance_errors(tmp_path / "per_utt_bad")
+    assert g["u000"] == (1, 5) and g["u199"] == (0, 5) and b["u100"] == (2, 5)
+    r = paired_bootstrap(b, g, samples=2000)  # good against bad
+    assert r.wer_a == pytest.approx(40.0) and r.wer_b == pytest.approx(2.0) and r.delta == pytest.approx(-38.0)
+    assert r.p_improvement == 100.0 and r.delta_ci95[0] <= -38.0 <= r.delta_ci95[1] < 0 and r.units == 200
+    # a system against a copy of itself with one utterance swapped for the worse: no clear winner
+    worse = dict(g, u150=(1, 5))
+    r = paired_bootstrap(g, worse, samples=2000, seed=1)
+    assert r.delta_ci95[0] <= 0 <= r.delta_ci95[1] and r.p_improvement == 0.0
+    # whole speakers: fewer units, the same point estimate
+    spk = {u: f"s{int(u[1:]) % 10}" for u in refs}
+    by_speaker = paired_bootstrap(b, g, samples=2000, groups=spk)
+    assert by_speaker.units == 10 and by_speaker.delta == pytest.approx(-38.0)
+    with pytest.raises(ValueError, match="different utterances"):
+        paired_bootstrap(g, {u: e for u, e in g.items() if u != "u000"})
+    with pytest.raises(ValueError, match="different reference"):
+        paired_bootstrap(g, dict(g, u000=(1, 6)))
+    with pytest.raises(ValueError, match="no '#csid' lines"):
+        utterance_errors(tmp_path / "wer_good")

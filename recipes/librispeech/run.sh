@@ -197,6 +197,7 @@ if stage_on 9; then
 fi
 
 table1="Table 1: baseline, ensemble of $num_teachers, distilled (speech, paper section 4)"
+paired="Paired bootstrap of the WER differences (test)"   # stages 10, 11: more than the luck of the test set?
 if stage_on 10; then
   need "9 (DNN teachers)" $teachers
   need "7 (alignment of dev, test)" data/senones/${corpus}_cuts_test.jsonl.gz
@@ -218,6 +219,11 @@ if stage_on 10; then
     --frame-accuracy exp/dnn_seed1/eval_test.json --summary exp/dnn_seed1/summary.json --paper $paper --note-key table1
   report_row "$table1" dnn-ensemble-$num_teachers test --decode-dir exp/dnn_ensemble/decode_test \
     --frame-accuracy exp/dnn_ensemble/eval_test.json
+  [ ! -f $gmm/decode_test/decode.json ] ||   # stage 8's
+    report_row "$paired" "dnn-baseline vs gmm-tri" test --decode-dir exp/dnn_seed1/decode_test \
+      --versus $gmm/decode_test --note "$paired_note"
+  report_row "$paired" "dnn-ensemble-$num_teachers vs dnn-baseline" test --decode-dir exp/dnn_ensemble/decode_test \
+    --versus exp/dnn_seed1/decode_test --note "$paired_note"
 fi
 
 if stage_on 11; then
@@ -236,6 +242,11 @@ if stage_on 11; then
       data/fbank/${corpus}_cuts_test.jsonl.gz $dir/decode_test $dir/final.pt
     report_row "$table1" dnn-distilled-T$T test --decode-dir $dir/decode_test --frame-accuracy $dir/eval_test.json \
       --summary $dir/summary.json --field temperature=$T hard_weight=$hard_weight
+    for other in dnn-baseline:exp/dnn_seed1 dnn-ensemble-$num_teachers:exp/dnn_ensemble; do
+      [ ! -f ${other#*:}/decode_test/decode.json ] ||
+        report_row "$paired" "dnn-distilled-T$T vs ${other%%:*}" test --decode-dir $dir/decode_test \
+          --versus ${other#*:}/decode_test --note "$paired_note"
+    done
   done
 fi
 

@@ -87,7 +87,7 @@ def versus_fields(decode_dir: Path, versus: Path, samples: int = 10000, seed: in
                              samples, seed, groups=speakers or None)
     except ValueError as e:
         raise UserError(f"{decode_dir} versus {versus}: {e}") from e
-    return {"versus": str(versus), "wer_delta": round(r.delta, 2), "delta_ci95_lo": round(r.delta_ci95[0], 2),
+    return {"versus": str(versus), "versus_wer": round(r.wer_a, 2), "wer_delta": round(r.delta, 2), "delta_ci95_lo": round(r.delta_ci95[0], 2),
             "delta_ci95_hi": round(r.delta_ci95[1], 2), "p_improvement": round(r.p_improvement, 1),
             "resampled": f"{r.units} {'speakers' if speakers else 'utterances'}"}
 
@@ -160,14 +160,16 @@ def run(args) -> int:
     for kv in args.field:
         k, _, v = kv.partition("=")
         extra[k] = _value(v)
-    if args.versus is not None:
-        if args.decode_dir is None:
-            raise UserError("--versus compares with the row's --decode-dir: give both")
-        extra.update(versus_fields(args.decode_dir, args.versus))
     row = row_from_files(args.system, args.set_name, args.decode_dir, args.frame_accuracy, args.summary,
                          args.speed_dir, **extra)
-    row["command"] = args.producing_command
     columns = ["system", "set", "wer", "frame_accuracy"]
+    if args.versus is not None:  # a comparison: the two WERs and the bootstrap, not the decode's details
+        if args.decode_dir is None:
+            raise UserError("--versus compares with the row's --decode-dir: give both")
+        row = {"system": row["system"], "set": row["set"], "wer": row["wer"], **extra,
+               **versus_fields(args.decode_dir, args.versus)}
+        columns = ["system", "set", "wer"]
+    row["command"] = args.producing_command
     if args.set_name == "all":  # a row about the whole run (e.g. a stage's wall time) has no scores
         del row["wer"], row["frame_accuracy"]
         columns = ["system", "set"]

@@ -388,5 +388,6 @@ def test_report_versus_compares_two_decodes_by_bootstrap(tmp_path):
     row = json.loads((tmp_path / "results.json").read_text())["rows"][0]
     assert row["wer_delta"] == -50.0 and row["p_improvement"] == 100.0 and row["resampled"] == "60 utterances"
     assert row["delta_ci95_lo"] == row["delta_ci95_hi"] == -50.0 and row["versus"] == str(tmp_path / "a")
+    assert row["wer"] == 0.0 and row["versus_wer"] == 50.0 and "ins" not in row and "frame_accuracy" not in row
     (tmp_path / "a" / "per_utt_9_0.5").write_text("u0 #csid 4 0 0 0\n")
     assert main(args + ["--decode-dir", str(tmp_path / "b"), "--versus", str(tmp_path / "a")]) == 1

@@ -2,6 +2,7 @@
 # settings and local/parse_options.sh, so each is an option: --lm-order 4, --num-teachers 10, ...
 stage=0
 stop_stage=100
+stage_timings=true     # false: a run (e.g. one that only refreshes tables) keeps the "Stage timings" rows as they are
 nj=2                   # parallel jobs (feature extraction, GMM training and alignment, decoding)
 cmd=""                 # GMM alignment jobs: local processes when empty; ../../local/cmd/slurm.sh: a Slurm array
 download_dir=download  # where a corpus missing locally is downloaded

@@ -22,6 +22,7 @@ log() {
 # written to RESULTS.md ("Stage timings") when it ends without error (so a run stopped later keeps the
 # rows of the stages it finished), one row per stage (a stage run again replaces its row), named by
 # the stage's first "Stage N: ..." log line; a run of every stage adds a row for the whole recipe.
+# --stage-timings false leaves the table as it is (a rerun that only refreshes tables is not timed).
 _stage_now= _stage_t0= _stage_what= _stage_total=0
 stage_on() {
   [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ] || return 1
@@ -34,7 +35,8 @@ _stage_end() {  # record the running stage's timing
   _stage_row "stage $_stage_now" "$secs" "$_stage_what"
   _stage_total=$((_stage_total + secs)) _stage_now=
 }
-_stage_row() {  # _stage_row SYSTEM SECONDS WHAT: one row of the "Stage timings" table
+_stage_row() {  # _stage_row SYSTEM SECONDS WHAT: one row of the "Stage timings" table (unless --stage-timings false)
+  [ "${stage_timings:-true}" = true ] || return 0
   local secs=$2 cpu
   cpu=$(grep -m1 '^model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //')
   asr-kd report --table "Stage timings" --system "$1" --set all --command "cd recipes/$corpus && ${cmdline:-./run.sh}" \

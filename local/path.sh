@@ -67,8 +67,9 @@ need() {
 # The speech paper's numbers and the speech tables' notes (report_row ... --paper $paper --note-key table1)
 paper=../../local/paper.json
 
-# The note of the recipes' "Paired bootstrap of the WER differences (test)" table (asr-kd report --versus)
-paired_note="Each row: the first system against the second on the same test utterances. wer_delta: the first's WER minus the second's (points); delta_ci95_lo/hi: the 2.5th and 97.5th percentile of that difference over 10000 test sets drawn with replacement from this one, by speaker where it has 10 or more (a speaker's utterances are not independent), else by utterance ('resampled'); p_improvement: the % of those sets on which the first system has the lower WER (Bisani & Ney 2004; Kaldi's compute-wer-bootci). An interval that excludes 0 says the difference is more than the luck of which utterances were tested."
+# The note of the paired-bootstrap tables (asr-kd report --versus): the recipes' "Paired bootstrap of
+# the WER differences (test)", tune_priors.sh's
+paired_note="Each row: the first system against the second on the same utterances. wer_delta: the first's WER minus the second's (points); delta_ci95_lo/hi: the 2.5th and 97.5th percentile of that difference over 10000 sets drawn with replacement from the scored one, by speaker where it has 10 or more (a speaker's utterances are not independent), else by utterance ('resampled'); p_improvement: the % of those sets on which the first system has the lower WER (Bisani & Ney 2004; Kaldi's compute-wer-bootci). An interval that excludes 0 says the difference is more than the luck of which utterances were scored."
 
 # usage: report_row TABLE SYSTEM SET [asr-kd report options]: a row of the recipe's RESULTS.md and
 # results.json, under the command that made it ($command, set by the recipe)

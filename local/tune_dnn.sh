@@ -9,7 +9,9 @@
 #   --configs "base=;drop0.2=--dropout 0.2;specaug=--freq-mask 10 --time-mask 4"
 # and may name other training cuts, e.g. "sp=--cuts data/senones/X_cuts_train_sp.jsonl.gz" (stage 7
 # with --speed-perturb). Students are configurations too ("--teachers exp/dnn_seed{1..4}/final.pt
-# --temperature 2"); --table "Distillation choices (dev)" keeps their rows apart.
+# --temperature 2"); --table "Distillation choices (dev)" keeps their rows apart. With --reference DIR
+# (a configuration already trained and decoded by an earlier run, e.g. exp/tune_dnn/base) every row is
+# also compared with it by a paired bootstrap over the dev speakers: is the difference more than noise?
 set -euo pipefail
 cmdline=../../local/tune_dnn.sh; [ $# -eq 0 ] || cmdline+=$(printf " %q" "$@")
 . ../../local/defaults.sh
@@ -21,6 +23,8 @@ jobs=1                 # configurations trained at once (each with one torch thr
 decode_opts="--max-active 3000"
 gmm=exp/tri1
 table="DNN training choices (dev)"   # the RESULTS.md table the rows go to
+reference=             # a model directory decoded on dev (e.g. exp/tune_dnn/base): each configuration is also
+                       # compared with it by a paired bootstrap, in "$table: paired bootstrap"
 . ../../local/parse_options.sh
 . ../../local/path.sh
 
@@ -62,10 +66,17 @@ tune_one() {  # tune_one NAME OPTIONS...
     asr-kd report --table "$table" --system "${systems[$i]}" --set dev --note "$note" \
       --command "cd recipes/$corpus && $cmdline" --decode-dir ${dirs[$i]}/decode_dev --summary ${dirs[$i]}/summary.json \
       --field "options=${*:-(none)}" preset=$net
+    if [ -n "$reference" ] && [ "${dirs[$i]}" != "$reference" ]; then
+      asr-kd report --table "$table: paired bootstrap" --system "${systems[$i]} vs $(basename "$reference")" --set dev \
+        --note "$paired_note" --command "cd recipes/$corpus && $cmdline" --decode-dir ${dirs[$i]}/decode_dev \
+        --versus $reference/decode_dev
+    fi
   done
 }
 
 # Parallel jobs may both build data/frames/train.pt the first time; it is written atomically.
+[ -z "$reference" ] || [ -f "$reference/decode_dev/decode.json" ] ||
+  { echo "$0: --reference $reference has no decode_dev/decode.json (tune it in an earlier run first)" >&2; exit 1; }
 IFS=';' read -ra entries <<< "$configs"
 [ "$jobs" -gt 1 ] && export OMP_NUM_THREADS=1
 running=0

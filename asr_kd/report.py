@@ -78,13 +78,14 @@ def versus_fields(decode_dir: Path, versus: Path, samples: int = 10000, seed: in
     """Columns comparing ``decode_dir`` (B) with ``versus`` (A), decodes of the same utterances: a
     paired bootstrap over the speakers of the decoded cuts, or over utterances where they name fewer
     than :data:`MIN_SPEAKERS` (drawing from a handful of speakers says little)."""
-    cuts = read_json(Path(decode_dir) / "decode.json")["cuts"]
-    speakers = {c.id: c.supervisions[0].speaker for c in iter_cuts(cuts) if c.supervisions and c.supervisions[0].speaker}
-    if len(set(speakers.values())) < MIN_SPEAKERS:
-        speakers = {}
     try:
-        r = paired_bootstrap(utterance_errors(best_per_utt(versus)), utterance_errors(best_per_utt(decode_dir)),
-                             samples, seed, groups=speakers or None)
+        a, b = utterance_errors(best_per_utt(versus)), utterance_errors(best_per_utt(decode_dir))
+        cuts = read_json(Path(decode_dir) / "decode.json")["cuts"]
+        speakers = {c.id: c.supervisions[0].speaker for c in iter_cuts(cuts)
+                    if c.id in b and c.supervisions and c.supervisions[0].speaker}
+        if len(set(speakers.values())) < MIN_SPEAKERS:  # among the scored utterances
+            speakers = {}
+        r = paired_bootstrap(a, b, samples, seed, groups=speakers or None)
     except ValueError as e:
         raise UserError(f"{decode_dir} versus {versus}: {e}") from e
     return {"versus": str(versus), "versus_wer": round(r.wer_a, 2), "wer_delta": round(r.delta, 2), "delta_ci95_lo": round(r.delta_ci95[0], 2),
@@ -164,8 +165,8 @@ def run(args) -> int:
                          args.speed_dir, **extra)
     columns = ["system", "set", "wer", "frame_accuracy"]
     if args.versus is not None:  # a comparison: the two WERs and the bootstrap, not the decode's details
-        if args.decode_dir is None:
-            raise UserError("--versus compares with the row's --decode-dir: give both")
+        if args.decode_dir is None or args.set_name == "all":
+            raise UserError("--versus compares with the row's --decode-dir on one set: give both, and a set")
         row = {"system": row["system"], "set": row["set"], "wer": row["wer"], **extra,
                **versus_fields(args.decode_dir, args.versus)}
         columns = ["system", "set", "wer"]

@@ -194,6 +194,9 @@ def utterance_errors(per_utt: Pathlike) -> Dict[str, Tuple[int, int]]:
     return out
 
 
+BOOTSTRAP_BLOCK = 250  # resampled sets drawn at once by paired_bootstrap
+
+
 @dataclass
 class BootstrapResult:
     """System B against system A on the same utterances. ``delta_ci95``: the 2.5th and 97.5th
@@ -233,7 +236,9 @@ def paired_bootstrap(a: Mapping[str, Tuple[int, int]], b: Mapping[str, Tuple[int
             raise ValueError(f"the two systems were scored against different reference transcripts ({u})")
         sums[index[unit_of[u]]] += (a[u][0], b[u][0], a[u][1])
     rng = np.random.default_rng(seed)
-    drawn = sums[rng.integers(0, len(units), size=(samples, len(units)))].sum(1)  # [samples, 3]
+    drawn = np.concatenate([  # [samples, 3], drawn in blocks: memory ~ block x units, not samples x units
+        sums[rng.integers(0, len(units), size=(min(BOOTSTRAP_BLOCK, samples - i), len(units)))].sum(1)
+        for i in range(0, samples, BOOTSTRAP_BLOCK)])
     words = np.maximum(drawn[:, 2], 1)
     wer_a, wer_b = 100.0 * drawn[:, 0] / words, 100.0 * drawn[:, 1] / words
     lo, hi = np.percentile(wer_b - wer_a, [2.5, 97.5])

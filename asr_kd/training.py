@@ -84,9 +84,8 @@ class Learner:
     def before_step(self, progress: float) -> None:
         """Called before each step with the epochs done so far (a float): per-step schedules."""
 
-    def end_epoch(self, epoch: int, wall_s: float, prepare_s: float) -> None:
-        """Evaluation, schedule, model selection and checkpoint; ``prepare_s``: the seconds of the
-        epoch spent in :func:`fit`'s shared ``prepare`` (the teachers' pass)."""
+    def end_epoch(self, epoch: int, wall_s: float) -> None:
+        """Evaluation, schedule, model selection and checkpoint."""
         raise NotImplementedError
 
     def extra_state(self) -> dict:
@@ -171,15 +170,13 @@ def fit(
             on_epoch(epoch)
         for r in active:
             r.begin_epoch(epoch)
-        t0, prepare_s = time.time(), 0.0
+        t0 = time.time()
         batches, num_batches = epoch_batches(epoch)
         bar = tqdm(batches, total=num_batches, desc=f"{desc} epoch {epoch}/{epochs}", unit="batch", leave=False,
                    disable=not progress, mininterval=5)
         for b, batch in enumerate(bar):
             if prepare is not None:
-                t1 = time.time()
                 batch = prepare(batch)
-                prepare_s += time.time() - t1
             for r in active:
                 r.before_step(epoch - 1 + b / num_batches)
                 value = r.step(batch, epoch, b)
@@ -188,4 +185,4 @@ def fit(
         bar.close()
         wall = time.time() - t0
         for r in active:
-            r.end_epoch(epoch, wall, prepare_s)
+            r.end_epoch(epoch, wall)

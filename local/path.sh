@@ -71,6 +71,14 @@ paper=../../local/paper.json
 # the WER differences (test)", tune_priors.sh's
 paired_note="Each row: the first system against the second on the same utterances. wer_delta: the first's WER minus the second's (points); delta_ci95_lo/hi: the 2.5th and 97.5th percentile of that difference over 10000 sets drawn with replacement from the scored one, by speaker where it has 10 or more (a speaker's utterances are not independent), else by utterance ('resampled'); p_improvement: the % of those sets on which the first system has the lower WER (Bisani & Ney 2004; Kaldi's compute-wer-bootci). An interval that excludes 0 says the difference is more than the luck of which utterances were scored."
 
+# usage: paired_row TABLE "A vs B" DECODE_DIR_A DECODE_DIR_B: a paired-bootstrap row on test (A against B).
+# Decodes that cannot be compared (other utterances: e.g. another --test-subset-every) are logged and
+# skipped: the comparison is a supplement, not worth stopping a recipe for.
+paired_row() {
+  report_row "$1" "$2" test --decode-dir "$3" --versus "$4" --note "$paired_note" ||
+    log "$2: no paired bootstrap ($3 and $4 cannot be compared; see above)"
+}
+
 # usage: report_row TABLE SYSTEM SET [asr-kd report options]: a row of the recipe's RESULTS.md and
 # results.json, under the command that made it ($command, set by the recipe)
 report_row() {

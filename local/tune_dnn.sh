@@ -66,8 +66,8 @@ tune_one() {  # tune_one NAME OPTIONS...
     asr-kd report --table "$table" --system "${systems[$i]}" --set dev --note "$note" \
       --command "cd recipes/$corpus && $cmdline" --decode-dir ${dirs[$i]}/decode_dev --summary ${dirs[$i]}/summary.json \
       --field "options=${*:-(none)}" preset=$net
-    if [ -n "$reference" ] && [ "${dirs[$i]}" != "$reference" ]; then
-      asr-kd report --table "$table: paired bootstrap" --system "${systems[$i]} vs $(basename "$reference")" --set dev \
+    if [ -n "$reference" ] && [ "$(realpath "${dirs[$i]}")" != "$(realpath "$reference")" ]; then
+      asr-kd report --table "$table: paired bootstrap" --system "${systems[$i]} vs dnn-$(basename "$reference")" --set dev \
         --note "$paired_note" --command "cd recipes/$corpus && $cmdline" --decode-dir ${dirs[$i]}/decode_dev \
         --versus $reference/decode_dev
     fi

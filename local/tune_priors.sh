@@ -44,7 +44,7 @@ for entry in $(dnn_systems "$num_teachers" "$temperatures"); do
       --command "cd recipes/$corpus && $cmdline" --decode-dir "$d" --field priors=$kind
     dirs[$kind]=$d
   done
-  # Is the difference more than the luck of the 240 dev utterances? (paired bootstrap by speaker)
+  # Is the difference more than the luck of the dev utterances? (paired bootstrap by speaker)
   asr-kd report --table "$table: paired bootstrap" --system "$system: posterior vs alignment" --set dev \
     --note "$paired_note" --command "cd recipes/$corpus && $cmdline" --decode-dir "${dirs[posterior]}" \
     --versus "${dirs[alignment]}"

@@ -230,6 +230,7 @@ def test_quick_run_end_to_end(corpora, tmp_path):
     assert (res / "sweep.png").stat().st_size > 1000
     saved = json.loads((exp / "baseline" / "config.json").read_text())  # the settings, beside the model
     assert saved["train"]["batch_size"] == 50 and saved["train"]["desc"] == "baseline"
+    assert saved["model"]["sizes"][0] == 784 and saved["model"]["sizes"][-1] == 10
     md = (res / "RESULTS.md").read_text()
     assert "Stage wall times: teacher" in md and "total" in md
     assert "| teacher | test |" in md and "Paper" in md and "asr-kd mnist all --exp-dir" in md and "--quick" in md

@@ -84,6 +84,7 @@ def test_training_learns_and_exports(trained):
     assert (d / "teacher1" / "summary.json").exists()
     saved = read_json(d / "teacher1" / "config.json")  # the settings, saved with the model
     assert saved["train"]["seed"] == 1 and saved["model"]["num_senones"] == 6
+    assert "teacher_s" not in read_json(d / "teacher1" / "summary.json")["history"][-1]  # no teachers, no teacher time
     # different seeds, different models
     assert not torch.equal(teachers[0].net[0].weight, teachers[1].net[0].weight)
 
@@ -228,6 +229,7 @@ def test_students_trained_together_share_one_teacher_pass(trained, tmp_path):
         b = load_model(tmp_path / f"alone{i}" / "final.pt").state_dict()
         assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
         assert together[i]["history"][-1]["dev_frame_accuracy"] == alone[i]["history"][-1]["dev_frame_accuracy"]
+        assert 0 < together[i]["history"][-1]["teacher_s"] < together[i]["history"][-1]["wall_s"]
     with pytest.raises(ValueError, match="share batch_size"):
         train_together([tmp_path / "x", tmp_path / "y"], cfg, [TrainConfig(batch_size=32), TrainConfig(batch_size=64)],
                        train_set, dev_set)

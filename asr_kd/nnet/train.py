@@ -26,6 +26,7 @@ import contextlib
 import itertools
 import logging
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
@@ -172,11 +173,11 @@ class _DnnLearner(Learner):
 
     def __init__(self, exp_dir: Path, model_cfg: DnnConfig, cfg: TrainConfig, dev_set: FrameSet, rank: int,
                  world: int):
+        cfg.dtype = resolve_dtype(cfg.dtype, cfg.device)
         if rank == 0:
             exp_dir.mkdir(parents=True, exist_ok=True)
             write_json(exp_dir / "config.json", {"model": asdict(model_cfg), "train": asdict(cfg)})
         torch.manual_seed(cfg.seed)
-        cfg.dtype = resolve_dtype(cfg.dtype, cfg.device)
         model = Dnn(model_cfg).to(cfg.device)
         super().__init__(model, _make_optimizer(model, cfg),
                          DistillationLoss(cfg.temperature, cfg.hard_weight, cfg.soft_weight, cfg.logit_matching,
@@ -184,6 +185,7 @@ class _DnnLearner(Learner):
                          name=str(exp_dir), device=cfg.device, dtype=cfg.dtype, grad_clip=cfg.grad_clip)
         self.exp_dir, self.cfg, self.dev_set, self.rank, self.world = exp_dir, cfg, dev_set, rank, world
         self.lr, self.best_acc, self.best_epoch, self.bad_epochs = cfg.lr, -1.0, 0, 0
+        self.teacher_clock: Optional[dict] = None  # {"s": the teachers' seconds this epoch}, set when distilling
         ckpt = _latest_checkpoint(exp_dir)
         if ckpt is not None:
             self.restore(torch.load(ckpt, map_location=cfg.device))
@@ -213,7 +215,7 @@ class _DnnLearner(Learner):
             g["lr"] = self.lr
         super().begin_epoch(epoch)
 
-    def end_epoch(self, epoch: int, wall_s: float, prepare_s: float) -> None:
+    def end_epoch(self, epoch: int, wall_s: float) -> None:
         """Dev accuracy, newbob halving, early-stopping count, best model and checkpoint."""
         cfg = self.cfg
         dev_acc = frame_accuracy_of(self.model, self.dev_set, cfg.device, cfg.dtype)
@@ -222,8 +224,8 @@ class _DnnLearner(Learner):
                   "train_frame_accuracy": 100.0 * self.correct / max(self.labelled, 1), "dev_frame_accuracy": dev_acc,
                   "frames": self.examples * self.world, "wall_s": round(wall_s, 2),
                   "frames_per_s": round(self.examples * self.world / max(wall_s, 1e-9), 1)}
-        if prepare_s:  # the teachers' share of the epoch (one pass, shared by every student trained with it)
-            record["teacher_s"] = round(prepare_s, 2)
+        if self.teacher_clock is not None:  # the teachers' share of the epoch (one pass, shared by every student)
+            record["teacher_s"] = round(self.teacher_clock["s"], 2)
             record["student_s"] = round(self.step_s, 2)
         if cfg.grad_clip:
             record["clipped_pct"] = round(100.0 * self.clipped / max(self.steps, 1), 1)
@@ -335,11 +337,16 @@ def _train_together(
     left, right = model_cfg.left_context, model_cfg.right_context
     augment = cfg0.freq_mask > 0 or cfg0.time_mask > 0
     mask_rng = torch.Generator()
+    teacher_clock = {"s": 0.0}
+    if teachers is not None:
+        for r in runs.values():
+            r.teacher_clock = teacher_clock
 
     def on_epoch(epoch: int) -> None:
         # Seeded per epoch (dropout, masks), so a run resumed after epoch k equals an uninterrupted one.
         torch.manual_seed(cfg0.seed * 100003 + epoch)
         mask_rng.manual_seed(cfg0.seed * 100003 + epoch + rank * 7919)
+        teacher_clock["s"] = 0.0
 
     def batches_of(epoch: int):
         batches, num_batches = epoch_batches(train_set, epoch, cfg0.batch_size, cfg0.seed, left, right, rank, world)
@@ -352,8 +359,10 @@ def _train_together(
         x, y = batch[0].to(device), batch[1].to(device)
         t_logits = None
         if teachers is not None:
+            t0 = time.time()
             with torch.no_grad(), autocast(device, teacher_dtype):
                 t_logits = teachers(x).float()  # teachers see the clean window
+            teacher_clock["s"] += time.time() - t0
         if augment:
             x = mask_window(x, left + 1 + right, cfg0.freq_mask, cfg0.time_mask, mask_rng)
         return Batch(x, y, teacher_logits=t_logits)

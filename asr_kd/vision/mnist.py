@@ -258,6 +258,11 @@ class MLP(nn.Sequential):
                     layers.append(nn.Dropout(hidden_dropout))
         super().__init__(*layers)
         self.sizes = list(sizes)
+        self.input_dropout, self.hidden_dropout = input_dropout, hidden_dropout
+
+    def config(self) -> dict:
+        """What rebuilds this net: ``MLP(**net.config())``."""
+        return {"sizes": self.sizes, "input_dropout": self.input_dropout, "hidden_dropout": self.hidden_dropout}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x.reshape(x.shape[0], -1))

@@ -166,10 +166,10 @@ def error_rows(system: str, logits: Dict[str, torch.Tensor], d: Dict[str, torch.
 
 
 def _save_model(model, path: Path, hist: TrainHistory) -> None:
-    """The weights, with the training settings beside them as ``config.json``."""
+    """The weights, with the net's shape and the training settings beside them as ``config.json``."""
     with atomic_path(path) as tmp:
         torch.save(model.state_dict(), tmp)
-    write_json(path.parent / "config.json", {"train": hist.config})
+    write_json(path.parent / "config.json", {"model": model.config(), "train": hist.config})
 
 
 def _teacher_logits_path(cfg: MnistConfig) -> Path:

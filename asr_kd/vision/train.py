@@ -228,7 +228,7 @@ class _ClassifierLearner(Learner):
             g["lr"] = self.cfg.lr * lr_factor(self.cfg, progress)
             g["momentum"] = _momentum_at(self.cfg, progress)
 
-    def end_epoch(self, epoch: int, wall_s: float, prepare_s: float) -> None:
+    def end_epoch(self, epoch: int, wall_s: float) -> None:
         cfg = self.cfg
         rec: Dict[str, float] = {"epoch": epoch, "loss": self.loss_sum / max(self.examples, 1),
                                  "lr": self.optimizer.param_groups[0]["lr"], "seconds": wall_s}
@@ -303,7 +303,7 @@ def _train_classifier(model, x, y, config, soft_targets, teacher, augment, eval_
         perm = torch.randperm(n, generator=gen)
         idxs = (perm[s * cfg.batch_size : (s + 1) * cfg.batch_size] for s in range(steps_per_epoch))
         return (Batch(x[i], y[i] if y is not None else None,
-                      soft_targets[i] if soft_targets is not None else None) for i in idxs), steps_per_epoch
+                      soft_targets[i] if soft_targets is not None else None) for i in idxs if len(i)), steps_per_epoch
 
     def prepare(b: Batch) -> Batch:
         xb = b.x.to(device, non_blocking=True)

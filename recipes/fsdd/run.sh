@@ -185,10 +185,8 @@ if stage_on 10; then
   report_row "$table1" dnn-ensemble-$num_teachers test --decode-dir exp/dnn_ensemble/decode_test \
     --frame-accuracy exp/dnn_ensemble/eval_test.json
   [ ! -f $gmm/decode_test/decode.json ] ||   # stage 8's
-    report_row "$paired" "dnn-baseline vs gmm-tri" test --decode-dir exp/dnn_seed1/decode_test \
-      --versus $gmm/decode_test --note "$paired_note"
-  report_row "$paired" "dnn-ensemble-$num_teachers vs dnn-baseline" test --decode-dir exp/dnn_ensemble/decode_test \
-    --versus exp/dnn_seed1/decode_test --note "$paired_note"
+    paired_row "$paired" "dnn-baseline vs gmm-tri" exp/dnn_seed1/decode_test $gmm/decode_test
+  paired_row "$paired" "dnn-ensemble-$num_teachers vs dnn-baseline" exp/dnn_ensemble/decode_test exp/dnn_seed1/decode_test
 fi
 
 if stage_on 11; then
@@ -209,8 +207,7 @@ if stage_on 11; then
       --summary $dir/summary.json --field temperature=$T hard_weight=$hard_weight
     for other in dnn-baseline:exp/dnn_seed1 dnn-ensemble-$num_teachers:exp/dnn_ensemble; do
       [ ! -f ${other#*:}/decode_test/decode.json ] ||
-        report_row "$paired" "dnn-distilled-T$T vs ${other%%:*}" test --decode-dir $dir/decode_test \
-          --versus ${other#*:}/decode_test --note "$paired_note"
+        paired_row "$paired" "dnn-distilled-T$T vs ${other%%:*}" $dir/decode_test ${other#*:}/decode_test
     done
   done
 fi

@@ -229,7 +229,7 @@ def test_students_trained_together_share_one_teacher_pass(trained, tmp_path):
         b = load_model(tmp_path / f"alone{i}" / "final.pt").state_dict()
         assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
         assert together[i]["history"][-1]["dev_frame_accuracy"] == alone[i]["history"][-1]["dev_frame_accuracy"]
-        assert 0 < together[i]["history"][-1]["teacher_s"] < together[i]["history"][-1]["wall_s"]
+        assert 0 <= together[i]["history"][-1]["teacher_s"] <= together[i]["history"][-1]["wall_s"]
     with pytest.raises(ValueError, match="share batch_size"):
         train_together([tmp_path / "x", tmp_path / "y"], cfg, [TrainConfig(batch_size=32), TrainConfig(batch_size=64)],
                        train_set, dev_set)

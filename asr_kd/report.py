@@ -88,8 +88,9 @@ def versus_fields(decode_dir: Path, versus: Path, samples: int = 10000, seed: in
         r = paired_bootstrap(a, b, samples, seed, groups=speakers or None)
     except ValueError as e:
         raise UserError(f"{decode_dir} versus {versus}: {e}") from e
-    return {"versus": str(versus), "versus_wer": round(r.wer_a, 2), "wer_delta": round(r.delta, 2), "delta_ci95_lo": round(r.delta_ci95[0], 2),
-            "delta_ci95_hi": round(r.delta_ci95[1], 2), "p_improvement": round(r.p_improvement, 1),
+    return {"versus": str(versus), "versus_wer": round(r.wer_a, 2), "wer_delta": round(r.delta, 2),
+            "delta_ci95_lo": round(r.delta_ci95[0], 2), "delta_ci95_hi": round(r.delta_ci95[1], 2),
+            "p_improvement": round(r.p_improvement, 1),
             "resampled": f"{r.units} {'speakers' if speakers else 'utterances'}"}
 
 
@@ -127,7 +128,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--versus", type=Path, metavar="DIR",
                         help="with --decode-dir: another system's decode of the same set; the row gets the WER "
                              "difference (this - that), its 95%% interval and p_improvement (%% of 10000 sets, resampled "
-                             "by speaker, on which this system has the lower WER)")
+                             "by speaker where the set has 10 or more, on which this system has the lower WER)")
     parser.add_argument("--field", nargs="*", default=[], metavar="KEY=VALUE", help="extra columns")
     parser.add_argument("--note", help="text under the table's heading")
     parser.add_argument("--paper", type=Path,

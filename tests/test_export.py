@@ -74,6 +74,13 @@ def test_moved_export_decodes_the_same_words(recipe, tmp_path, monkeypatch, syst
     common = ["--cuts", TEST_CUTS, "--lm-weights", "10", "--force"]
     assert asr_kd("decode", "--model", *model, "--lang-dir", "data/lang", "--lm", "data/lm/G_3gram.fst",
                   "--out-dir", tmp_path / "original", *common) == 0
+    if system == "gmm":  # a redo at other LM weights leaves none of the first decode's scoring files
+        assert asr_kd("decode", "--model", *model, "--lang-dir", "data/lang", "--lm", "data/lm/G_3gram.fst",
+                      "--out-dir", tmp_path / "original", "--cuts", TEST_CUTS, "--lm-weights", "8", "--force") == 0
+        names = {p.name for p in (tmp_path / "original").iterdir()}
+        assert "hyp_8.txt" in names and not {n for n in names if n.startswith(("hyp_10", "wer_10"))}
+        assert asr_kd("decode", "--model", *model, "--lang-dir", "data/lang", "--lm", "data/lm/G_3gram.fst",
+                      "--out-dir", tmp_path / "original", *common) == 0
     assert asr_kd("export", "--model", *model, "--lang-dir", "data/lang", "--lm", "data/lm/G_3gram.fst",
                   "--out-dir", tmp_path / "export", "--archive") == 0
 

@@ -361,6 +361,11 @@ def decode_cuts_step(models: Sequence[Pathlike], lang_dir: Path, lm: Path, cuts:
     # decode.json is this directory's completion mark: gone until the new one is complete, so a
     # decode killed midway is redone by the next run instead of leaving new hyps beside an old summary.
     summary_path.unlink(missing_ok=True)
+    # The scoring files of an earlier decode go too: one at other LM weights (e.g. tuned on another
+    # dev decode) would otherwise stay beside the new ones, looking as current.
+    for pattern in ("hyp_*.txt", "wer_*", "per_utt_*", "errs_*"):
+        for old in out_dir.glob(pattern):
+            old.unlink()
     t0 = time.time()
     ids, hyps, timing = decode_parallel(scorer, graph, items, opts, lm_weights, word_ins_penalties, nj,
                                         load_for_decoding, (models, opts.device, lang_dir, lm, graph_dir, priors))

@@ -172,7 +172,7 @@ class _DnnLearner(Learner):
     latest one)."""
 
     def __init__(self, exp_dir: Path, model_cfg: DnnConfig, cfg: TrainConfig, dev_set: FrameSet, rank: int,
-                 world: int):
+                 world: int, teacher_clock: Optional[dict] = None):
         cfg.dtype = resolve_dtype(cfg.dtype, cfg.device)
         if rank == 0:
             exp_dir.mkdir(parents=True, exist_ok=True)
@@ -185,7 +185,7 @@ class _DnnLearner(Learner):
                          name=str(exp_dir), device=cfg.device, dtype=cfg.dtype, grad_clip=cfg.grad_clip)
         self.exp_dir, self.cfg, self.dev_set, self.rank, self.world = exp_dir, cfg, dev_set, rank, world
         self.lr, self.best_acc, self.best_epoch, self.bad_epochs = cfg.lr, -1.0, 0, 0
-        self.teacher_clock: Optional[dict] = None  # {"s": the teachers' seconds this epoch}, set when distilling
+        self.teacher_clock = teacher_clock  # {"s": the teachers' seconds this epoch}, when distilling
         ckpt = _latest_checkpoint(exp_dir)
         if ckpt is not None:
             self.restore(torch.load(ckpt, map_location=cfg.device))
@@ -326,7 +326,9 @@ def _train_together(
     rank, world = distributed()
     cfg0 = cfgs[todo[0]]
     device = cfg0.device
-    runs = {i: _DnnLearner(exp_dirs[i], model_cfg, cfgs[i], dev_set, rank, world) for i in todo}
+    teacher_clock = {"s": 0.0}  # shared: one teacher pass per batch serves every student
+    runs = {i: _DnnLearner(exp_dirs[i], model_cfg, cfgs[i], dev_set, rank, world,
+                           teacher_clock if teachers is not None else None) for i in todo}
     if teachers is not None:
         teachers = teachers.to(device).eval()
         for p in teachers.parameters():
@@ -337,10 +339,6 @@ def _train_together(
     left, right = model_cfg.left_context, model_cfg.right_context
     augment = cfg0.freq_mask > 0 or cfg0.time_mask > 0
     mask_rng = torch.Generator()
-    teacher_clock = {"s": 0.0}
-    if teachers is not None:
-        for r in runs.values():
-            r.teacher_clock = teacher_clock
 
     def on_epoch(epoch: int) -> None:
         # Seeded per epoch (dropout, masks), so a run resumed after epoch k equals an uninterrupted one.

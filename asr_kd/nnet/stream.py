@@ -296,7 +296,7 @@ class StreamFrameSet:
 
     shards: FrameShards
     utterances: Optional[np.ndarray] = None  # indices into shards (None: all)
-    buffer_frames: int = 262_144
+    buffer_frames: int = 2_000_000
     shards_per_window: int = 0  # 0: all shards in one window (one permutation of all utterances)
     num_workers: int = 0  # DataLoader worker processes reading ahead (0: in this process)
     chunk_frames: int = 0  # 0: whole utterances are the pieces

@@ -56,8 +56,9 @@ class StreamOpts:
     loader_workers: int = option(0, "--stream-frames: DataLoader processes reading ahead (0 = read in the training "
                                     "process)")
     chunk_frames: int = option(0, "--stream-frames: shuffle pieces of this many frames of each utterance (read with "
-                                  "their context) instead of whole utterances, so that the buffer holds frames of "
-                                  "more utterances (0 = whole utterances)")
+                                  "their context) instead of whole utterances, so that an utterance's frames spread over "
+                                  "the epoch (0 = whole utterances; 4 recovers most of a small buffer's cost: "
+                                  "docs/scaling.md)")
 
 
 @dataclass(frozen=True)

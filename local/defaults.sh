@@ -34,6 +34,7 @@ subset_epochs=20       # the subset is small: more passes, so the hard-target mo
 nnet_opts=""           # extra asr-kd nnet train options (--device cuda, --max-frames-per-epoch N, ...)
 stream_frames=false    # true: the DNNs stream their training frames from shards in data/shards/ (memory bounded
                        # by --buffer-frames, not by the corpus) instead of holding them all in each process
+teacher_opts=""        # extra options for the teachers only (stage 9), e.g. --newbob-threshold 0
 distill_opts=""        # extra options for the distilled students only (stages 11, 12), e.g. --grad-clip 5
 dnn_priors=alignment   # senone priors the DNN posteriors are divided by in decoding: alignment (the GMM
                        # alignment's label counts, saved in every model) or posterior (each system's own mean

@@ -158,7 +158,7 @@ if stage_on 9; then
   # as Kaldi trains its jobs: no thread of one job waits on another's (small matrices scale poorly).
   # shellcheck disable=SC2086
   ${cmd:-../../local/cmd/run.sh} --max-jobs-run $nj --num-threads $dnn_threads JOB=1:$num_teachers \
-    exp/log/dnn_seedJOB.log asr-kd --threads $dnn_threads nnet train $dnn_opts --exp-dir exp/dnn_seedJOB --seed JOB
+    exp/log/dnn_seedJOB.log asr-kd --threads $dnn_threads nnet train $dnn_opts $teacher_opts --exp-dir exp/dnn_seedJOB --seed JOB
 fi
 
 table1="Table 1: baseline, ensemble of $num_teachers, distilled (speech, paper section 4)"

@@ -171,7 +171,7 @@ def main():
     parser.add_argument("--frames", type=int, default=500_000, help="frames timed per loader-alone measurement")
     parser.add_argument("--step-frames", type=int, default=76_800, help="frames timed with a training step")
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--buffer-frames", type=int, default=2_000_000)
+    parser.add_argument("--buffer-frames", type=int, default=StreamFrameSet.buffer_frames)
     parser.add_argument("--shard-frames", type=int, default=1_000_000)
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / "stream_frames.json")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

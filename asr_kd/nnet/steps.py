@@ -48,9 +48,10 @@ class StreamOpts:
     dir: Optional[Path] = option(None, "stream the frames from frame shards in DIR (written there from --cuts first) "
                                        "instead of holding them in memory: memory bounded by --buffer-frames, not by "
                                        "the corpus", flag="--stream-frames", metavar="DIR")
-    buffer_frames: int = option(2_000_000, "--stream-frames: frames in memory at a time (training: the shuffle buffer; "
-                                           "x 176 bytes at 40 fbank: the memory bound, ~350 MB at the default; "
-                                           "a smaller buffer costs dev accuracy: docs/scaling.md)")
+    buffer_frames: int = option(StreamFrameSet.buffer_frames,
+                                "--stream-frames: frames in memory at a time (training: the shuffle buffer; x 176 "
+                                "bytes at 40 fbank: the memory bound, ~350 MB at the default; a smaller buffer costs "
+                                "dev accuracy: docs/scaling.md)")
     shard_frames: int = option(1_000_000, "--stream-frames: frames per shard written")
     shards_per_window: int = option(0, "--stream-frames: shards whose utterances are shuffled together (0 = all)")
     loader_workers: int = option(0, "--stream-frames: DataLoader processes reading ahead (0 = read in the training "

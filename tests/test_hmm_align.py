@@ -138,3 +138,20 @@ def test_torch_viterbi_matches_k2(toy):
         a, b = out["k2"][u], out["torch"][u]
         assert a.pdfs.tolist() == b.pdfs.tolist() and a.phone_start.tolist() == b.phone_start.tolist()
         assert a.loglike == pytest.approx(b.loglike, rel=1e-6)
+
+
+def test_precomputed_frame_scores_align_as_the_model_that_made_them(toy):
+    # asr-kd nnet align hands the aligner each frame's senone scores instead of features
+    # (asr_kd.nnet.align.FrameScores): given the GMM's own log-likelihoods, the alignments are the GMM's.
+    from asr_kd.nnet.align import FrameScores
+
+    lang, feats, texts, truth = toy
+    model = _oracle_model(lang, feats, truth)
+    opts = AlignOpts(acoustic_scale=1.0, batch_frames=1500)
+    by_gmm, _ = ForcedAligner(model.gmm, model.ctx_dep, model.trans, lang, opts).align(feats, texts)
+    scores = {u: model.gmm.loglikes(torch.from_numpy(x)).float() for u, x in feats.items()}
+    by_scores, failures = ForcedAligner(FrameScores(), model.ctx_dep, model.trans, lang, opts).align(scores, texts)
+    assert not failures and set(by_scores) == set(by_gmm)
+    for u, a in by_gmm.items():
+        assert np.array_equal(by_scores[u].pdfs, a.pdfs) and np.array_equal(by_scores[u].phones, a.phones)
+        assert by_scores[u].loglike == pytest.approx(a.loglike, rel=1e-5)

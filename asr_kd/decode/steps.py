@@ -331,31 +331,12 @@ def decode_cuts_step(models: Sequence[Pathlike], lang_dir: Path, lm: Path, cuts:
     if not cuts.is_file():
         raise FileNotFoundError(f"{cuts} not found: run the feature stage first")
     cut_set = load_cuts(cuts)
-    with_features = next(iter(cut_set.subset(first=1))).has_features if len(cut_set) else True
-    if with_features:
-        _check_cuts_rate(scorer, cut_set, cuts)
-    else:
-        log.info(f"{cuts}: cuts without features: fbank from their audio with {scorer.name}'s settings "
-                 f"({scorer.features['sampling_rate']} Hz)")
     if subset_every > 1:
         ids = sorted(cut_set.ids)[::subset_every]
         log.info(f"{cuts}: decoding every {subset_every}th utterance: {len(ids)} of {len(cut_set)}")
         cut_set = cut_set.subset(cut_ids=ids)
-    refs, items = {}, []
-    oov_refs = 0
-    featurize = None if with_features else CutFbank(scorer.features)
-    for c in cut_set:
-        feats = c.load_features() if featurize is None else featurize(c)
-        if feats is None:
-            continue
-        text = " ".join(s.text or "" for s in c.supervisions).split()
-        oov_refs += sum(1 for w in text if w not in lang.words)
-        refs[c.id] = text
-        items.append((c.id, c.supervisions[0].speaker if c.supervisions else c.id, feats))
-    if featurize is not None:
-        featurize.report(cuts)
-        if not items:
-            raise UserError(f"{cuts}: no cut could be featurized (named above)")
+    items, refs, featurize = cut_items(cut_set, scorer, cuts)
+    oov_refs = sum(1 for text in refs.values() for w in text if w not in lang.words)
     if oov_refs:
         log.warning(f"{oov_refs} reference words are outside the vocabulary (they count as errors)")
     # decode.json is this directory's completion mark: gone until the new one is complete, so a
@@ -450,6 +431,31 @@ def transcribe_audio_step(models: Sequence[Pathlike], lang_dir: Path, lm: Path, 
                     f"{len(audio) - len(failures)} transcribed")
         return 1
     return 0
+
+
+def cut_items(cut_set, scorer, path: Path) -> Tuple[list, Dict[str, List[str]], Optional[CutFbank]]:
+    """The ``(utt_id, speaker, fbank)`` items of ``cut_set`` (read from ``path``) for ``scorer``, their
+    transcripts (words) and, for cuts without features, the :class:`CutFbank` that made their fbank
+    from the audio (its ``failures``: the cuts left out, each named in a warning)."""
+    with_features = next(iter(cut_set.subset(first=1))).has_features if len(cut_set) else True
+    if with_features:
+        _check_cuts_rate(scorer, cut_set, path)
+    else:
+        log.info(f"{path}: cuts without features: fbank from their audio with {scorer.name}'s settings "
+                 f"({scorer.features['sampling_rate']} Hz)")
+    items, texts = [], {}
+    featurize = None if with_features else CutFbank(scorer.features)
+    for c in cut_set:
+        feats = c.load_features() if featurize is None else featurize(c)
+        if feats is None:
+            continue
+        texts[c.id] = " ".join(s.text or "" for s in c.supervisions).split()
+        items.append((c.id, c.supervisions[0].speaker if c.supervisions else c.id, feats))
+    if featurize is not None:
+        featurize.report(path)
+        if not items:
+            raise UserError(f"{path}: no cut could be featurized (named above)")
+    return items, texts, featurize
 
 
 def _check_cuts_rate(scorer, cuts, path) -> None:

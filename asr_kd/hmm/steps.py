@@ -306,17 +306,26 @@ def _align(lang, lang_dir, cuts, model_dir, out_dir: Path, inputs, opts: AlignOp
         secs = time.time() - t1
         jobs_summary = {"nj": nj, **_jobs_summary(nj)}
     failures.update({u: r for u, r in rejected.items()})
+    write_align_dir(out_dir, alis, failures, len(utts), str(model_dir), model.ctx_dep.num_pdfs, lang.phone_names,
+                    secs, jobs_summary)
+
+
+def write_align_dir(out_dir: Path, alis, failures: dict, num_utts: int, model: str, num_pdfs: int, phone_names,
+                    secs: float, extra: Optional[dict] = None) -> None:
+    """An alignment directory, as ``asr-kd gmm labels`` and ``asr-kd gmm ctm`` read it: ``ali.pt``
+    (written last: it marks the step done), ``ali_failures.json``, ``priors.json`` (label counts),
+    ``phones.ctm`` and ``summary.json``."""
     frames = sum(a.num_frames for a in alis.values())
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "ali.pt").unlink(missing_ok=True)  # the step's marker: goes first, comes back last
     write_json(out_dir / "ali_failures.json", failures)
-    write_json(out_dir / "priors.json", alignments.senone_priors(alis, model.ctx_dep.num_pdfs))
-    alignments.write_ctm(out_dir / "phones.ctm", alis, lang.phone_names)
+    write_json(out_dir / "priors.json", alignments.senone_priors(alis, num_pdfs))
+    alignments.write_ctm(out_dir / "phones.ctm", alis, phone_names)
     write_json(out_dir / "summary.json", {
-        "model": str(model_dir), "utts": len(utts), "utts_aligned": len(alis), "utts_failed": len(failures),
+        "model": model, "utts": num_utts, "utts_aligned": len(alis), "utts_failed": len(failures),
         "loglike_per_frame": sum(a.loglike for a in alis.values()) / max(frames, 1),
         "align_seconds": secs, "real_time_factor": secs / max(frames * 0.01, 1e-9),
-        "peak_rss_mb": peak_rss_mb(), **jobs_summary})
+        "peak_rss_mb": peak_rss_mb(), **(extra or {})})
     alignments.save_alignments(out_dir / "ali.pt", alis)
 
 

@@ -11,6 +11,11 @@
         --exp-dir exp/dnn_distilled_T2 exp/dnn_distilled_T5
     # frame accuracy of a model, or of an ensemble (several models)
     asr-kd nnet eval --models exp/dnn_seed*/final.pt --cuts data/senones/X_cuts_test.jsonl.gz --out exp/x.json
+    # realign the training set with a DNN (or an ensemble): new labels for the next DNN
+    asr-kd nnet align --models exp/dnn_seed1/final.pt --lang-dir data/lang \
+        --cuts data/fbank/X_cuts_train.jsonl.gz --out-dir exp/dnn_seed1_ali_train
+    asr-kd gmm labels --cuts data/fbank/X_cuts_train.jsonl.gz --ali-dir exp/dnn_seed1_ali_train \
+        --out-cuts data/senones/X_cuts_train_dnnali.jsonl.gz
 
 The dev set for early stopping and learning-rate halving is a fixed set of training speakers
 (``--dev-fraction``, ``--dev-seed``), the same for every model of a recipe; ``--subset-fraction``
@@ -28,6 +33,8 @@ from typing import Optional
 import torch
 
 from asr_kd.config import add_flags, config_flags, config_values
+from asr_kd.hmm.align import AlignOpts
+from asr_kd.nnet.align import dnn_align_step
 from asr_kd.nnet.model import PRESETS
 from asr_kd.nnet.steps import EVAL_SPLIT, SplitOpts, StreamOpts, eval_step, priors_step, train_step
 from asr_kd.nnet.train import TrainConfig
@@ -36,11 +43,12 @@ DEFAULT_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 SHAPE = ("hidden_layers", "hidden_dim", "left_context", "right_context", "dropout")
 
 
-def _step(sub, name: str, help_: str, cuts_help: str) -> argparse.ArgumentParser:
+def _step(sub, name: str, help_: str, cuts_help: str, frames_cache: bool = True) -> argparse.ArgumentParser:
     """The parser of a step, with the options every step has."""
     p = sub.add_parser(name, help=help_, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--cuts", type=Path, required=True, help=cuts_help)
-    p.add_argument("--frames-cache", type=Path, help="cache of the loaded frames (speeds up later runs)")
+    if frames_cache:
+        p.add_argument("--frames-cache", type=Path, help="cache of the loaded frames (speeds up later runs)")
     p.add_argument("--device", default=DEFAULT_DEVICE, help="cpu or cuda")
     return p
 
@@ -87,6 +95,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--floor", type=float, default=1e-8, help="smallest prior (then renormalized)")
     add_flags(p, config_flags(StreamOpts, fields=("dir", "shard_frames")))
 
+    p = _step(sub, "align", "forced-align cuts with DNNs (an ensemble when several): new senone labels "
+              "(asr-kd gmm labels --ali-dir OUT_DIR)", "cuts with fbank (or audio) and transcripts", frames_cache=False)
+    p.add_argument("--models", type=Path, nargs="+", required=True,
+                   help="final.pt files; several align as their ensemble (mean posterior)")
+    p.add_argument("--lang-dir", type=Path, required=True, help="the lang directory the models' GMM was trained with")
+    p.add_argument("--out-dir", type=Path, required=True,
+                   help="alignment directory (ali.pt, summary.json...), as asr-kd gmm align writes")
+    p.add_argument("--priors", type=Path,
+                   help="JSON of senone log_priors (asr-kd nnet priors) instead of those saved in the model")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--force", action="store_true", help="redo even if OUT_DIR/ali.pt is newer than its inputs")
+    add_flags(p, config_flags(AlignOpts))
+
 
 def _stream(args) -> Optional[StreamOpts]:
     """The --stream-frames options, or None (frames in memory)."""
@@ -95,7 +116,10 @@ def _stream(args) -> Optional[StreamOpts]:
 
 
 def run(args) -> int:
-    if args.nnet_step == "priors":
+    if args.nnet_step == "align":
+        dnn_align_step(args.models, args.lang_dir, args.cuts, args.out_dir, AlignOpts(**config_values(AlignOpts, args)),
+                       priors=args.priors, device=args.device, progress=args.progress, force=args.force)
+    elif args.nnet_step == "priors":
         priors_step(args.models, args.cuts, args.out, frames_cache=args.frames_cache, stream=_stream(args),
                     max_utterances=args.max_utterances, floor=args.floor, device=args.device, force=args.force)
     elif args.nnet_step == "eval":

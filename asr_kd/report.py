@@ -6,7 +6,10 @@ A row is read from files the stages wrote, never typed: WER from a decode direct
 ensemble's frame-accuracy gain over the baseline that it recovers (the paper's ">80%"). With
 ``--versus DIR`` a row compares its decode with another system's decode of the same set by a
 paired bootstrap over the set's speakers (:func:`asr_kd.score.paired_bootstrap`): the WER
-difference, its 95% interval and how often the row's system wins on a resampled set.
+difference, its 95% interval and how often the row's system wins on a resampled set;
+``--versus JSON`` does the same for frame accuracy (``asr-kd nnet eval`` outputs), and
+``--gain-recovered BASELINE ENSEMBLE`` gives a student's recovered share of the ensemble's gain
+with its interval (:func:`asr_kd.score.gain_recovered_bootstrap`).
 
     asr-kd report --table "Table 1" --system dnn-baseline --set test \\
         --decode-dir exp/dnn_seed1/decode_test --frame-accuracy exp/dnn_seed1/eval_test.json \\
@@ -17,10 +20,10 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 from asr_kd.results import paper_note, remove_rows, update_results
-from asr_kd.score import paired_bootstrap, utterance_errors
+from asr_kd.score import gain_recovered_bootstrap, paired_bootstrap, utterance_errors, utterance_frame_errors
 from asr_kd.utils import UserError, error_text, iter_cuts, read_json
 
 log = logging.getLogger(__name__)
@@ -74,24 +77,59 @@ def best_per_utt(decode_dir: Path) -> Path:
     return Path(decode_dir) / f"per_utt_{best}"
 
 
-def versus_fields(decode_dir: Path, versus: Path, samples: int = 10000, seed: int = 0) -> dict:
-    """Columns comparing ``decode_dir`` (B) with ``versus`` (A), decodes of the same utterances: a
-    paired bootstrap over the speakers of the decoded cuts, or over utterances where they name fewer
-    than :data:`MIN_SPEAKERS` (drawing from a handful of speakers says little)."""
+def errors_of(scored: Path) -> Tuple[dict, dict]:
+    """``({utterance: (errors, reference count)}, {utterance: speaker})`` of a decode directory
+    (word errors at its chosen LM weight) or of an ``asr-kd nnet eval`` JSON (misclassified frames)."""
+    if Path(scored).is_dir():
+        errors = utterance_errors(best_per_utt(scored))
+        cuts = read_json(Path(scored) / "decode.json")["cuts"]
+        return errors, {c.id: c.supervisions[0].speaker for c in iter_cuts(cuts)
+                        if c.id in errors and c.supervisions and c.supervisions[0].speaker}
+    return utterance_frame_errors(scored)
+
+
+def _speaker_groups(speakers: dict, scored) -> Optional[dict]:
+    """The speakers of the scored utterances, or None where they are fewer than :data:`MIN_SPEAKERS`
+    (drawing from a handful of speakers says little: utterances are drawn instead)."""
+    groups = {u: speakers[u] for u in scored if speakers.get(u)}
+    return groups if len(set(groups.values())) >= MIN_SPEAKERS else None
+
+
+def versus_fields(scored: Path, versus: Path, samples: int = 10000, seed: int = 0) -> dict:
+    """Columns comparing ``scored`` (B) with ``versus`` (A), both decodes of the same utterances (WER)
+    or both ``asr-kd nnet eval`` JSONs of the same frames (frame accuracy): a paired bootstrap over
+    the speakers, or over utterances where they are fewer than :data:`MIN_SPEAKERS`."""
     try:
-        a, b = utterance_errors(best_per_utt(versus)), utterance_errors(best_per_utt(decode_dir))
-        cuts = read_json(Path(decode_dir) / "decode.json")["cuts"]
-        speakers = {c.id: c.supervisions[0].speaker for c in iter_cuts(cuts)
-                    if c.id in b and c.supervisions and c.supervisions[0].speaker}
-        if len(set(speakers.values())) < MIN_SPEAKERS:  # among the scored utterances
-            speakers = {}
-        r = paired_bootstrap(a, b, samples, seed, groups=speakers or None)
+        (a, _), (b, speakers) = errors_of(versus), errors_of(scored)
+        groups = _speaker_groups(speakers, b)
+        r = paired_bootstrap(a, b, samples, seed, groups=groups)
     except ValueError as e:
-        raise UserError(f"{decode_dir} versus {versus}: {e}") from e
-    return {"versus": str(versus), "versus_wer": round(r.wer_a, 2), "wer_delta": round(r.delta, 2),
-            "delta_ci95_lo": round(r.delta_ci95[0], 2), "delta_ci95_hi": round(r.delta_ci95[1], 2),
-            "p_improvement": round(r.p_improvement, 1),
-            "resampled": f"{r.units} {'speakers' if speakers else 'utterances'}"}
+        raise UserError(f"{scored} versus {versus}: {e}") from e
+    resampled = f"{r.units} {'speakers' if groups else 'utterances'}"
+    if Path(scored).is_dir():
+        return {"versus": str(versus), "versus_wer": round(r.wer_a, 2), "wer_delta": round(r.delta, 2),
+                "delta_ci95_lo": round(r.delta_ci95[0], 2), "delta_ci95_hi": round(r.delta_ci95[1], 2),
+                "p_improvement": round(r.p_improvement, 1), "resampled": resampled}
+    # frame errors: accuracy = 100 - error rate, so the difference and its interval change sign
+    return {"versus": str(versus), "versus_frame_accuracy": round(100 - r.wer_a, 2),
+            "frame_accuracy_delta": round(-r.delta, 2), "delta_ci95_lo": round(-r.delta_ci95[1], 2),
+            "delta_ci95_hi": round(-r.delta_ci95[0], 2), "p_improvement": round(r.p_improvement, 1),
+            "resampled": resampled}
+
+
+def gain_recovered_fields(student: Path, baseline: Path, ensemble: Path, samples: int = 10000, seed: int = 0) -> dict:
+    """The share of the ensemble's gain over the baseline that ``student`` recovers, with its 95%
+    interval over resampled speakers (:func:`asr_kd.score.gain_recovered_bootstrap`): in WER for
+    decode directories, in frame accuracy for ``asr-kd nnet eval`` JSONs."""
+    try:
+        (s, speakers), (b, _), (e, _) = errors_of(student), errors_of(baseline), errors_of(ensemble)
+        groups = _speaker_groups(speakers, s)
+        r = gain_recovered_bootstrap(b, e, s, samples, seed, groups=groups)
+    except ValueError as err:
+        raise UserError(f"{student} against {baseline} and {ensemble}: {err}") from err
+    return {"measure": "wer" if Path(student).is_dir() else "frame_accuracy", "baseline": str(baseline),
+            "ensemble": str(ensemble), "gain_recovered_pct": round(r.pct, 1), "ci95_lo": round(r.ci95[0], 1),
+            "ci95_hi": round(r.ci95[1], 1), "resampled": f"{r.units} {'speakers' if groups else 'utterances'}"}
 
 
 def add_gain_recovered(rows: list) -> None:
@@ -125,10 +163,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a decode directory whose decode.json gives the model's parameters and its speed there "
                              "(seconds per hour of audio: acoustic model, search, total), e.g. one decoded with --nj 1 "
                              "on one thread")
-    parser.add_argument("--versus", type=Path, metavar="DIR",
+    parser.add_argument("--versus", type=Path, metavar="DIR|JSON",
                         help="with --decode-dir: another system's decode of the same set; the row gets the WER "
                              "difference (this - that), its 95%% interval and p_improvement (%% of 10000 sets, resampled "
-                             "by speaker where the set has 10 or more, on which this system has the lower WER)")
+                             "by speaker where the set has 10 or more, on which this system has the lower WER). With "
+                             "--frame-accuracy: another system's asr-kd nnet eval JSON of the same set, and the same "
+                             "columns for frame accuracy (p_improvement: %% of sets on which this system's is higher)")
+    parser.add_argument("--gain-recovered", type=Path, nargs=2, metavar=("BASELINE", "ENSEMBLE"),
+                        help="the row's system is a student: the share of ENSEMBLE's gain over BASELINE it recovers, "
+                             "with a 95%% interval resampled as --versus: in WER (decode directories, with --decode-dir) "
+                             "or in frame accuracy (asr-kd nnet eval JSONs, with --frame-accuracy)")
     parser.add_argument("--field", nargs="*", default=[], metavar="KEY=VALUE", help="extra columns")
     parser.add_argument("--note", help="text under the table's heading")
     parser.add_argument("--paper", type=Path,
@@ -165,12 +209,20 @@ def run(args) -> int:
     row = row_from_files(args.system, args.set_name, args.decode_dir, args.frame_accuracy, args.summary,
                          args.speed_dir, **extra)
     columns = ["system", "set", "wer", "frame_accuracy"]
-    if args.versus is not None:  # a comparison: the two WERs and the bootstrap, not the decode's details
-        if args.decode_dir is None or args.set_name == "all":
-            raise UserError("--versus compares with the row's --decode-dir on one set: give both, and a set")
-        row = {"system": row["system"], "set": row["set"], "wer": row["wer"], **extra,
-               **versus_fields(args.decode_dir, args.versus)}
-        columns = ["system", "set", "wer"]
+    if args.versus is not None or args.gain_recovered is not None:
+        # a comparison: the two scores and the bootstrap, not the decode's details
+        if args.versus is not None and args.gain_recovered is not None:
+            raise UserError("--versus and --gain-recovered make different rows: give one")
+        others = [args.versus] if args.versus is not None else list(args.gain_recovered)
+        by_dir = all(p.is_dir() for p in others)
+        mine, key = (args.decode_dir, "wer") if by_dir else (args.frame_accuracy, "frame_accuracy")
+        if mine is None or args.set_name == "all" or not (by_dir or all(p.is_file() for p in others)):
+            raise UserError("--versus and --gain-recovered compare with the row's --decode-dir (give decode directories) "
+                            "or its --frame-accuracy (give asr-kd nnet eval JSONs), on one set")
+        fields = (versus_fields(mine, args.versus) if args.versus is not None
+                  else gain_recovered_fields(mine, *args.gain_recovered))
+        row = {"system": row["system"], "set": row["set"], key: row[key], **extra, **fields}
+        columns = ["system", "set", key]
     row["command"] = args.producing_command
     if args.set_name == "all":  # a row about the whole run (e.g. a stage's wall time) has no scores
         del row["wer"], row["frame_accuracy"]

@@ -18,6 +18,7 @@ table is never silently shortened.
 """
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -194,7 +195,77 @@ def utterance_errors(per_utt: Pathlike) -> Dict[str, Tuple[int, int]]:
     return out
 
 
+def utterance_frame_errors(eval_json: Pathlike) -> Tuple[Dict[str, Tuple[int, int]], Dict[str, str]]:
+    """``{utterance: (misclassified frames, labelled frames)}`` and ``{utterance: speaker}`` from an
+    ``asr-kd nnet eval`` JSON: frame errors in the form :func:`paired_bootstrap` takes word errors."""
+    d = json.loads(Path(eval_json).read_text())
+    if "per_utterance" not in d:
+        raise ValueError(f"{eval_json} has no per-utterance counts (written before they were): "
+                         "rerun its asr-kd nnet eval with --force")
+    return {u: (n - c, n) for u, (c, n) in d["per_utterance"].items()}, d.get("speakers", {})
+
+
 BOOTSTRAP_BLOCK = 250  # resampled sets drawn at once by paired_bootstrap
+
+
+def _resampled_totals(sums: np.ndarray, samples: int, seed: int) -> np.ndarray:
+    """``samples`` draws with replacement of the rows of ``sums`` [units, k] (as many rows as it
+    has), each draw's rows summed: [samples, k]. Drawn in blocks: memory ~ block x units."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([
+        sums[rng.integers(0, len(sums), size=(min(BOOTSTRAP_BLOCK, samples - i), len(sums)))].sum(1)
+        for i in range(0, samples, BOOTSTRAP_BLOCK)])
+
+
+def _unit_sums(systems: Sequence[Mapping[str, Tuple[int, int]]], groups: Optional[Mapping[str, str]]):
+    """[units, len(systems) + 1]: each unit's (utterance, or speaker with ``groups``) errors under
+    each system, and its reference count (words or frames), which must be the same for all."""
+    utts = sorted(systems[0])
+    for other in systems[1:]:
+        if set(other) != set(systems[0]):
+            only = sorted(set(other) ^ set(systems[0]))
+            raise ValueError(f"the systems scored different utterances ({len(only)} in only one, e.g. {only[:3]})")
+    unit_of = {u: (groups.get(u, u) if groups is not None else u) for u in utts}
+    units = sorted(set(unit_of.values()))
+    index = {k: i for i, k in enumerate(units)}
+    sums = np.zeros((len(units), len(systems) + 1), dtype=np.int64)
+    for u in utts:
+        if any(x[u][1] != systems[0][u][1] for x in systems[1:]):
+            raise ValueError(f"the systems were scored against different references ({u})")
+        sums[index[unit_of[u]]] += (*(x[u][0] for x in systems), systems[0][u][1])
+    return sums
+
+
+@dataclass
+class GainRecovered:
+    """How much of the ensemble's gain over the baseline a student recovers, in %: ``pct`` on the
+    scored set, ``ci95`` the 2.5th and 97.5th percentile over resampled sets."""
+
+    pct: float
+    ci95: Tuple[float, float]
+    units: int
+    samples: int
+
+
+def gain_recovered_bootstrap(baseline: Mapping[str, Tuple[int, int]], ensemble: Mapping[str, Tuple[int, int]],
+                             student: Mapping[str, Tuple[int, int]], samples: int = 10000, seed: int = 0,
+                             groups: Optional[Mapping[str, str]] = None) -> GainRecovered:
+    """(errors(baseline) - errors(student)) / (errors(baseline) - errors(ensemble)) in %, the
+    paper's measure of distillation, from per-utterance errors (word errors, or misclassified
+    frames from :func:`utterance_frame_errors`) of the three systems on the same utterances, with
+    its interval over sets drawn as :func:`paired_bootstrap` draws them. A draw on which the
+    ensemble is no better than the baseline has no gain to recover and counts as 0% recovered
+    (it makes the interval wider, never narrower)."""
+    sums = _unit_sums([baseline, ensemble, student], groups)
+    drawn = _resampled_totals(sums, samples, seed).astype(np.float64)
+    gain, got = drawn[:, 0] - drawn[:, 1], drawn[:, 0] - drawn[:, 2]
+    ratio = np.where(gain > 0, 100.0 * got / np.where(gain > 0, gain, 1.0), 0.0)
+    lo, hi = np.percentile(ratio, [2.5, 97.5])
+    total = sums.sum(0)
+    if total[0] <= total[1]:
+        raise ValueError("the ensemble is no better than the baseline on the scored set: no gain to recover")
+    return GainRecovered(pct=100.0 * (total[0] - total[2]) / (total[0] - total[1]), ci95=(float(lo), float(hi)),
+                         units=len(sums), samples=samples)
 
 
 @dataclass
@@ -223,26 +294,12 @@ def paired_bootstrap(a: Mapping[str, Tuple[int, int]], b: Mapping[str, Tuple[int
     With ``groups`` (utterance -> speaker) whole speakers are drawn instead: a speaker's
     utterances share its voice and accent, so they are not independent draws, and the interval is
     wider and more honest. The two must have scored the same utterances against the same references."""
-    if set(a) != set(b):
-        only = sorted(set(a) ^ set(b))
-        raise ValueError(f"the two systems scored different utterances ({len(only)} in only one, e.g. {only[:3]})")
-    utts = sorted(a)
-    unit_of = {u: (groups.get(u, u) if groups is not None else u) for u in utts}
-    units = sorted(set(unit_of.values()))
-    index = {k: i for i, k in enumerate(units)}
-    sums = np.zeros((len(units), 3), dtype=np.int64)  # errors of a, errors of b, reference words
-    for u in utts:
-        if a[u][1] != b[u][1]:
-            raise ValueError(f"the two systems were scored against different reference transcripts ({u})")
-        sums[index[unit_of[u]]] += (a[u][0], b[u][0], a[u][1])
-    rng = np.random.default_rng(seed)
-    drawn = np.concatenate([  # [samples, 3], drawn in blocks: memory ~ block x units, not samples x units
-        sums[rng.integers(0, len(units), size=(min(BOOTSTRAP_BLOCK, samples - i), len(units)))].sum(1)
-        for i in range(0, samples, BOOTSTRAP_BLOCK)])
+    sums = _unit_sums([a, b], groups)  # errors of a, errors of b, reference words
+    drawn = _resampled_totals(sums, samples, seed)
     words = np.maximum(drawn[:, 2], 1)
     wer_a, wer_b = 100.0 * drawn[:, 0] / words, 100.0 * drawn[:, 1] / words
     lo, hi = np.percentile(wer_b - wer_a, [2.5, 97.5])
     total = sums.sum(0)
     return BootstrapResult(wer_a=100.0 * total[0] / max(total[2], 1), wer_b=100.0 * total[1] / max(total[2], 1),
                            delta_ci95=(float(lo), float(hi)), p_improvement=100.0 * float((wer_b < wer_a).mean()),
-                           units=len(units), samples=samples)
+                           units=len(sums), samples=samples)

@@ -71,12 +71,31 @@ paper=../../local/paper.json
 # the WER differences (test)", tune_priors.sh's
 paired_note="Each row: the first system against the second on the same utterances. wer_delta: the first's WER minus the second's (points); delta_ci95_lo/hi: the 2.5th and 97.5th percentile of that difference over 10000 sets drawn with replacement from the scored one, by speaker where it has 10 or more (a speaker's utterances are not independent), else by utterance ('resampled'); p_improvement: the % of those sets on which the first system has the lower WER (Bisani & Ney 2004; Kaldi's compute-wer-bootci). An interval that excludes 0 says the difference is more than the luck of which utterances were scored."
 
-# usage: paired_row TABLE "A vs B" DECODE_DIR_A DECODE_DIR_B: a paired-bootstrap row on test (A against B).
-# Decodes that cannot be compared (other utterances: e.g. another --test-subset-every) are logged and
-# skipped: the comparison is a supplement, not worth stopping a recipe for.
+paired_frames_note="Each row: the first system against the second on the same test frames (asr-kd nnet eval). frame_accuracy_delta: the first's frame accuracy minus the second's (points); delta_ci95_lo/hi: the 2.5th and 97.5th percentile of that difference over 10000 sets of speakers drawn with replacement (utterances where the set has fewer than 10 speakers: 'resampled'); p_improvement: the % of those sets on which the first system has the higher frame accuracy."
+gain_note="The share of the ensemble's gain over the baseline that a student recovers (the paper's measure): (student - baseline) / (ensemble - baseline), in frame accuracy and in WER, on test; ci95_lo/hi: its 2.5th and 97.5th percentile over 10000 sets of test speakers drawn with replacement (a set on which the ensemble gains nothing counts as 0% recovered)."
+
+# usage: paired_row TABLE "A vs B" A B: a paired-bootstrap row on test (A against B), of two decode
+# directories (WER) or two asr-kd nnet eval JSONs (frame accuracy). Systems that cannot be compared
+# (other utterances: e.g. another --test-subset-every) are logged and skipped: the comparison is a
+# supplement, not worth stopping a recipe for.
 paired_row() {
-  report_row "$1" "$2" test --decode-dir "$3" --versus "$4" --note "$paired_note" ||
+  local scored=--decode-dir note=$paired_note
+  [[ $3 != *.json ]] || { scored=--frame-accuracy; note=$paired_frames_note; }
+  report_row "$1" "$2" test $scored "$3" --versus "$4" --note "$note" ||
     log "$2: no paired bootstrap ($3 and $4 cannot be compared; see above)"
+}
+
+# usage: gain_row TABLE SYSTEM STUDENT_DIR BASELINE_DIR ENSEMBLE_DIR: the share of the ensemble's gain
+# the student recovers on test, with its interval, in frame accuracy (their eval_test.json) and in WER
+# (their decode_test); each where all three have it, else logged and skipped (as paired_row).
+gain_row() {
+  local table=$1 system=$2 student=$3 baseline=$4 ensemble=$5 measure name file option
+  for measure in "frame_accuracy eval_test.json --frame-accuracy" "wer decode_test --decode-dir"; do
+    read -r name file option <<< "$measure"
+    [ -e "$student/$file" ] && [ -e "$baseline/$file" ] && [ -e "$ensemble/$file" ] || continue
+    report_row "$table" "$system ($name)" test $option "$student/$file" --gain-recovered "$baseline/$file" \
+      "$ensemble/$file" --note "$gain_note" || log "$system: no bootstrap of the recovered gain in $name (see above)"
+  done
 }
 
 # usage: report_row TABLE SYSTEM SET [asr-kd report options]: a row of the recipe's RESULTS.md and

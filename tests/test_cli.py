@@ -391,3 +391,34 @@ def test_report_versus_compares_two_decodes_by_bootstrap(tmp_path):
     assert row["wer"] == 0.0 and row["versus_wer"] == 50.0 and "ins" not in row and "frame_accuracy" not in row
     (tmp_path / "a" / "per_utt_9_0.5").write_text("u0 #csid 4 0 0 0\n")
     assert main(args + ["--decode-dir", str(tmp_path / "b"), "--versus", str(tmp_path / "a")]) == 1
+
+
+def test_report_versus_and_gain_recovered_in_frame_accuracy(tmp_path):
+    """--versus with asr-kd nnet eval JSONs compares frame accuracy (the difference's sign is the
+    accuracy's, not the error rate's); --gain-recovered gives a student's share of the ensemble's
+    gain with its interval; an eval JSON without per-utterance counts is refused in one line."""
+    def eval_json(name, correct):
+        per_utt = {f"u{i}": [c, 100] for i, c in enumerate(correct)}
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"frame_accuracy": sum(correct) / len(correct), "frames": 100 * len(correct),
+                                    "per_utterance": per_utt, "speakers": {u: f"s{u[1:]}" for u in per_utt}}))
+        return path
+
+    base = eval_json("base", [40 + i % 5 for i in range(20)])
+    ens = eval_json("ens", [50 + i % 5 for i in range(20)])
+    student = eval_json("student", [48 + i % 5 for i in range(20)])
+    args = ["report", "--recipe-dir", str(tmp_path), "--set", "test", "--command", "x"]
+    assert main(args + ["--table", "F", "--system", "ens vs base", "--frame-accuracy", str(ens),
+                        "--versus", str(base)]) == 0
+    assert main(args + ["--table", "G", "--system", "student", "--frame-accuracy", str(student),
+                        "--gain-recovered", str(base), str(ens)]) == 0
+    versus, gain = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert versus["frame_accuracy_delta"] == 10.0 and versus["delta_ci95_lo"] == versus["delta_ci95_hi"] == 10.0
+    assert versus["p_improvement"] == 100.0 and versus["resampled"] == "20 speakers" and "wer" not in versus
+    assert gain["gain_recovered_pct"] == gain["ci95_lo"] == gain["ci95_hi"] == 80.0
+    assert gain["measure"] == "frame_accuracy"
+    base.write_text(json.dumps({"frame_accuracy": 42.0, "frames": 2000}))
+    assert main(args + ["--table", "F", "--system", "ens vs base", "--frame-accuracy", str(ens),
+                        "--versus", str(base)]) == 1
+    assert main(args + ["--table", "F", "--system", "ens vs base", "--decode-dir", str(tmp_path),
+                        "--versus", str(base)]) == 1

@@ -15,11 +15,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from lhotse import load_manifest
 
 from asr_kd.data.corpora import prepare_corpus
 from asr_kd.nnet.steps import StreamOpts, eval_step
+from asr_kd.utils import UserError, read_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -103,6 +105,36 @@ def test_dnns_streamed_their_frames(recipe, monkeypatch, tmp_path):
     assert in_memory["frames"] == streamed["frames"] == parts["frames"]
     assert in_memory["frame_accuracy"] == pytest.approx(streamed["frame_accuracy"], abs=1e-9)
     assert parts["frame_accuracy"] == pytest.approx(in_memory["frame_accuracy"], abs=1e-9)
+    # the per-utterance counts a frame-accuracy bootstrap draws from: the same both ways, and they add up
+    assert parts["per_utterance"] == in_memory["per_utterance"] == streamed["per_utterance"]
+    correct, labelled = (sum(c[i] for c in parts["per_utterance"].values()) for i in (0, 1))
+    assert len(parts["per_utterance"]) == parts["utterances"] and labelled == parts["frames"]
+    assert 100.0 * correct / labelled == pytest.approx(parts["frame_accuracy"])
+    assert set(parts["speakers"]) == set(parts["per_utterance"])
+
+
+def test_dnn_realignment_gives_labels_for_the_next_dnn(recipe, monkeypatch, tmp_path):
+    """asr-kd nnet align: the baseline DNN aligns the training set again, and asr-kd gmm labels turns
+    its alignment into labelled cuts, one label per frame, mostly on the GMM's phones."""
+    from asr_kd.hmm.alignments import load_alignments
+    from asr_kd.hmm.steps import senone_labels_step
+    from asr_kd.nnet.align import dnn_align_step
+
+    d, _ = recipe
+    monkeypatch.chdir(d)
+    fbank = d / "data" / "fbank" / "librispeech_cuts_train.jsonl.gz"
+    dnn_align_step([d / "exp" / "dnn_seed1" / "final.pt"], d / "data" / "lang", fbank, tmp_path / "ali", progress=False)
+    by_dnn, by_gmm = load_alignments(tmp_path / "ali" / "ali.pt"), load_alignments(d / "exp" / "tri1" / "ali.pt")
+    summary = read_json(tmp_path / "ali" / "summary.json")
+    assert summary["utts_aligned"] == len(by_dnn) == len(by_gmm) == 36 and summary["utts_failed"] == 0
+    assert all(by_dnn[u].num_frames == by_gmm[u].num_frames for u in by_gmm)
+    same_phone = sum(int((by_dnn[u].phones == by_gmm[u].phones).sum()) for u in by_gmm)
+    assert same_phone / sum(a.num_frames for a in by_gmm.values()) > 0.7
+    senone_labels_step(fbank, tmp_path / "ali", tmp_path / "train_dnnali.jsonl.gz")
+    for cut in load_manifest(tmp_path / "train_dnnali.jsonl.gz"):
+        assert np.array_equal(cut.load_custom("senone"), by_dnn[cut.id].pdfs)
+    with pytest.raises(UserError, match="gmm align"):
+        dnn_align_step([d / "exp" / "tri1"], d / "data" / "lang", fbank, tmp_path / "ali2")
 
 
 def test_a_missing_lexicon_is_one_line(tmp_path):

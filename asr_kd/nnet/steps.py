@@ -34,7 +34,7 @@ from asr_kd.data.features import Cmvn, compute_cmvn_stats
 from asr_kd.nnet.data import FrameSet, split_by_speaker, subset_utterances
 from asr_kd.nnet.model import DnnConfig, Ensemble, load_model
 from asr_kd.nnet.stream import StreamFrameSet, open_frame_shards
-from asr_kd.nnet.train import TrainConfig, frame_counts, predict, train_together
+from asr_kd.nnet.train import TrainConfig, predict, train_together, utterance_frame_counts
 from asr_kd.utils import Pathlike, UserError, error_text, load_cuts, outputs_fresh, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -261,15 +261,17 @@ def eval_step(
         sets = [source.subset(utts) if selected else source]
     loaded = [load_model(p, device) for p in models]
     model = loaded[0] if len(loaded) == 1 else Ensemble(loaded)
-    correct = scored = num_frames = 0
+    per_utt, speakers, num_frames = {}, {}, 0
     for part in sets:
-        right, labelled = frame_counts(model, part, device, dtype)
-        correct += right
-        scored += labelled
+        right, labelled = utterance_frame_counts(model, part, device, dtype)
+        per_utt.update((u, [c, n]) for u, c, n in zip(part.cut_ids, right.tolist(), labelled.tolist()))
+        speakers.update(zip(part.cut_ids, part.speakers))
         num_frames += len(part)
+    correct, scored = (sum(c[i] for c in per_utt.values()) for i in (0, 1))
     acc = 100.0 * correct / max(scored, 1)
+    # per utterance: what a paired bootstrap of two systems' frame accuracy draws from (asr-kd report)
     result = {"models": [str(p) for p in models], "cuts": str(cuts), "frame_accuracy": acc, "frames": num_frames,
-              "utterances": len(utts)}
+              "utterances": len(utts), "per_utterance": per_utt, "speakers": speakers}
     write_json(out, result)
     log.info(f"frame accuracy {acc:.2f}% over {num_frames} frames -> {out}")
     return result

@@ -29,7 +29,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -135,16 +135,26 @@ def predict(model, frames: FrameSet, batch_size: int = 4096, device: str = "cpu"
     return torch.cat([z for _, z in _batched_logits(model, frames, idx, batch_size, device, dtype)], dim=-2)
 
 
-def frame_counts(model, frames: FrameSet, device: str = "cpu", dtype: str = "auto", batch_size: int = 4096):
-    """(frames classified as their senone label, labelled frames); an Ensemble votes by its mean
-    distribution (T = 1). Batch by batch: a whole set's logits would not fit in memory (1M frames x
-    2000 senones x K)."""
+def utterance_frame_counts(model, frames: FrameSet, device: str = "cpu", dtype: str = "auto",
+                           batch_size: int = 4096) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per utterance of ``frames``: (frames classified as their senone label, labelled frames), two
+    int64 tensors [U]; an Ensemble votes by its mean distribution (T = 1). Batch by batch: a whole
+    set's logits would not fit in memory (1M frames x 2000 senones x K)."""
     idx = torch.nonzero(frames.labels >= 0).squeeze(1)
-    correct = 0
+    num_utts = len(frames.cut_ids)
+    correct = torch.zeros(num_utts, dtype=torch.int64)
+    labelled = torch.bincount(frames.utt_of_frame[idx], minlength=num_utts)
     for b, logits in _batched_logits(model, frames, idx, batch_size, device, dtype):
         pred = ensemble_probs(logits).argmax(-1) if logits.dim() == 3 else logits.argmax(-1)
-        correct += int((pred == frames.labels[b]).sum())
-    return correct, len(idx)
+        correct.index_add_(0, frames.utt_of_frame[b], (pred == frames.labels[b]).long())
+    return correct, labelled
+
+
+def frame_counts(model, frames: FrameSet, device: str = "cpu", dtype: str = "auto", batch_size: int = 4096):
+    """(frames classified as their senone label, labelled frames) of the whole set
+    (:func:`utterance_frame_counts`)."""
+    correct, labelled = utterance_frame_counts(model, frames, device, dtype, batch_size)
+    return int(correct.sum()), int(labelled.sum())
 
 
 def frame_accuracy_of(model, frames: FrameSet, device: str = "cpu", dtype: str = "auto", batch_size: int = 4096) -> float:

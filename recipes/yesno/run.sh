@@ -163,6 +163,8 @@ fi
 
 table1="Table 1: baseline, ensemble of $num_teachers, distilled (speech, paper section 4)"
 paired="Paired bootstrap of the WER differences (test)"   # stages 10, 11: more than the luck of the test set?
+paired_fa="Paired bootstrap of the frame-accuracy differences (test)"
+gain="Gain recovered by the students (test): bootstrap"  # stage 11
 if stage_on 10; then
   need "9 (DNN teachers)" $teachers
   need "7 (alignment of dev, test)" data/senones/${corpus}_cuts_test.jsonl.gz
@@ -187,6 +189,8 @@ if stage_on 10; then
   [ ! -f $gmm/decode_test/decode.json ] ||   # stage 8's
     paired_row "$paired" "dnn-baseline vs gmm-tri" exp/dnn_seed1/decode_test $gmm/decode_test
   paired_row "$paired" "dnn-ensemble-$num_teachers vs dnn-baseline" exp/dnn_ensemble/decode_test exp/dnn_seed1/decode_test
+  paired_row "$paired_fa" "dnn-ensemble-$num_teachers vs dnn-baseline" exp/dnn_ensemble/eval_test.json \
+    exp/dnn_seed1/eval_test.json
 fi
 
 if stage_on 11; then
@@ -208,7 +212,10 @@ if stage_on 11; then
     for other in dnn-baseline:exp/dnn_seed1 dnn-ensemble-$num_teachers:exp/dnn_ensemble; do
       [ ! -f ${other#*:}/decode_test/decode.json ] ||
         paired_row "$paired" "dnn-distilled-T$T vs ${other%%:*}" $dir/decode_test ${other#*:}/decode_test
+      [ ! -f ${other#*:}/eval_test.json ] ||
+        paired_row "$paired_fa" "dnn-distilled-T$T vs ${other%%:*}" $dir/eval_test.json ${other#*:}/eval_test.json
     done
+    gain_row "$gain" dnn-distilled-T$T $dir exp/dnn_seed1 exp/dnn_ensemble
   done
 fi
 

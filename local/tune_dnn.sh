@@ -8,7 +8,8 @@
 # Configurations are separated by ';', e.g.
 #   --configs "base=;drop0.2=--dropout 0.2;specaug=--freq-mask 10 --time-mask 4"
 # and may name other training cuts, e.g. "sp=--cuts data/senones/X_cuts_train_sp.jsonl.gz" (stage 7
-# with --speed-perturb). Students are configurations too ("--teachers exp/dnn_seed{1..4}/final.pt
+# with --speed-perturb). "name=@DIR" takes the model DIR/final.pt trained elsewhere (e.g. the recipe's
+# exp/dnn_distilled_T2) and decodes and reports it as the others: a reference the others are compared with. Students are configurations too ("--teachers exp/dnn_seed{1..4}/final.pt
 # --temperature 2"); --table "Distillation choices (dev)" keeps their rows apart. With --reference DIR
 # (a configuration already trained and decoded by an earlier run, e.g. exp/tune_dnn/base) every row is
 # also compared with it by a paired bootstrap over the dev speakers: is the difference more than noise?
@@ -54,10 +55,18 @@ tune_one() {  # tune_one NAME OPTIONS...
     dirs=() systems=()
     for t in "${temps[@]}"; do dirs+=("$dir-T$t"); systems+=("dnn-$name-T$t"); done
   fi
-  log "DNN configuration $name: $* -> ${dirs[*]}"
-  asr-kd nnet train --cuts $cuts --dev-cuts data/senones/${corpus}_cuts_dev.jsonl.gz \
-    --gmm-dir $gmm --exp-dir "${dirs[@]}" --preset $preset --frames-cache $cache --no-progress \
-    $common_opts "$@" > $dir.log 2>&1
+  if [[ ${1:-} == @* ]]; then  # a model trained elsewhere (e.g. by the recipe): decoded and reported as the others
+    log "DNN configuration $name: the model in ${1#@} -> $dir"
+    mkdir -p $dir
+    ln -sfn "$(realpath ${1#@}/final.pt)" $dir/final.pt
+    cp ${1#@}/summary.json $dir/summary.json
+    : > $dir.log
+  else
+    log "DNN configuration $name: $* -> ${dirs[*]}"
+    asr-kd nnet train --cuts $cuts --dev-cuts data/senones/${corpus}_cuts_dev.jsonl.gz \
+      --gmm-dir $gmm --exp-dir "${dirs[@]}" --preset $preset --frames-cache $cache --no-progress \
+      $common_opts "$@" > $dir.log 2>&1
+  fi
   local i
   for i in "${!dirs[@]}"; do
     asr-kd decode --model ${dirs[$i]}/final.pt --lang-dir data/lang --lm $G \

@@ -53,7 +53,7 @@ def row_from_files(system: str, set_name: str, decode_dir: Optional[Path] = None
         row.update(ins=w["ins"], dels=w["del"], subs=w["sub"], ref_words=w["ref_words"])
     if frame_accuracy is not None:
         f = read_json(frame_accuracy)
-        row["frame_accuracy"] = round(f["frame_accuracy"], 2)
+        row["frame_accuracy"] = round(f["frame_accuracy"], 4)  # RESULTS.md shows 2 decimals; ratios use these
         row["frames"] = f["frames"]
     if summary is not None:
         s = read_json(summary)
@@ -145,9 +145,16 @@ def add_gain_recovered(rows: list) -> None:
         if not (base and ens):
             continue
         for key, out, sign in (("frame_accuracy", "gain_recovered_pct", 1), ("wer", "wer_gain_recovered_pct", -1)):
-            if None not in (r.get(key), base.get(key), ens.get(key)):
-                gain = ens[key] - base[key]
-                r[out] = round(100.0 * (r[key] - base[key]) / gain, 1) if sign * gain > 0 else None
+            s, b, e = (_exact(x, key) for x in (r, base, ens))
+            if None not in (s, b, e):
+                r[out] = round(100.0 * (s - b) / (e - b), 1) if sign * (e - b) > 0 else None
+
+
+def _exact(row: dict, key: str) -> Optional[float]:
+    """A row's WER from its error counts (``wer`` itself is rounded), or its ``key``."""
+    if key == "wer" and None not in (row.get("ins"), row.get("dels"), row.get("subs")) and row.get("ref_words"):
+        return 100.0 * (row["ins"] + row["dels"] + row["subs"]) / row["ref_words"]
+    return row.get(key)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -144,6 +144,11 @@ def test_report_recovered_gain(tmp_path):
     rows[1]["frame_accuracy"] = 50.0  # nor any frame-accuracy gain
     add_gain_recovered(rows)
     assert rows[2]["wer_gain_recovered_pct"] is None and rows[2]["gain_recovered_pct"] is None
+    # WER from the rows' error counts where they have them (their wer is rounded)
+    for r, errors in zip(rows, (3000, 2970, 2976)):
+        r.update(wer=round(100 * errors / 7000, 2), ins=0, dels=0, subs=errors, ref_words=7000)
+    add_gain_recovered(rows)
+    assert rows[2]["wer_gain_recovered_pct"] == 80.0  # 81.4 from the rounded WERs
 
 
 def test_outputs_fresh_follows_make_rule(tmp_path):

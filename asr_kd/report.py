@@ -128,8 +128,8 @@ def gain_recovered_fields(student: Path, baseline: Path, ensemble: Path, samples
     except ValueError as err:
         raise UserError(f"{student} against {baseline} and {ensemble}: {err}") from err
     return {"measure": "wer" if Path(student).is_dir() else "frame_accuracy", "baseline": str(baseline),
-            "ensemble": str(ensemble), "gain_recovered_pct": round(r.pct, 1), "ci95_lo": round(r.ci95[0], 1),
-            "ci95_hi": round(r.ci95[1], 1), "resampled": f"{r.units} {'speakers' if groups else 'utterances'}"}
+            "ensemble": str(ensemble), "gain_recovered_pct": round(r.pct, 1) + 0.0, "ci95_lo": round(r.ci95[0], 1) + 0.0,
+            "ci95_hi": round(r.ci95[1], 1) + 0.0, "resampled": f"{r.units} {'speakers' if groups else 'utterances'}"}
 
 
 def add_gain_recovered(rows: list) -> None:
@@ -147,7 +147,7 @@ def add_gain_recovered(rows: list) -> None:
         for key, out, sign in (("frame_accuracy", "gain_recovered_pct", 1), ("wer", "wer_gain_recovered_pct", -1)):
             s, b, e = (_exact(x, key) for x in (r, base, ens))
             if None not in (s, b, e):
-                r[out] = round(100.0 * (s - b) / (e - b), 1) if sign * (e - b) > 0 else None
+                r[out] = round(100.0 * (s - b) / (e - b), 1) + 0.0 if sign * (e - b) > 0 else None  # no -0.0
 
 
 def _exact(row: dict, key: str) -> Optional[float]:

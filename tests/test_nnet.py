@@ -280,6 +280,7 @@ def test_a_score_is_kept_only_while_newer_than_its_models_and_cuts(tmp_path):
     assert up_to_date(out, [model], [cuts])
     assert not up_to_date(out, [model], [cuts], force=True)
     assert not up_to_date(out, [model, other], [cuts])  # another ensemble
+    assert not up_to_date(out, [model], [cuts], needs=("per_utterance",))  # written before eval saved them
     os.utime(model, (2e9, 2e9))  # the model retrained after the score
     assert not up_to_date(out, [model], [cuts])
     os.utime(model, (1e9, 1e9))

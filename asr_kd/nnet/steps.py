@@ -218,13 +218,16 @@ def train_step(
     return summaries
 
 
-def up_to_date(out: Path, models: Sequence[Pathlike], inputs: Sequence[Pathlike], force: bool = False) -> bool:
+def up_to_date(out: Path, models: Sequence[Pathlike], inputs: Sequence[Pathlike], force: bool = False,
+               needs: Sequence[str] = ()) -> bool:
     """True (and logged) when ``out`` was written from these ``models`` (its "models" entry) after
-    they and ``inputs`` last changed (make's rule), so a step may keep it; a retrained model, other
+    they and ``inputs`` last changed (make's rule), and has the entries ``needs`` (an older version
+    of the step may have written it without them), so a step may keep it; a retrained model, other
     models or rebuilt labels make the step run again."""
     if force or not outputs_fresh([out], [*models, *inputs]):
         return False
-    if read_json(out).get("models") != [str(p) for p in models]:
+    done = read_json(out)
+    if done.get("models") != [str(p) for p in models] or any(k not in done for k in needs):
         return False
     log.info(f"{out} is newer than its models and cuts; skipping (use --force to redo)")
     return True
@@ -249,7 +252,7 @@ def eval_step(
     ``stream``: the frames are read from shards (written from ``cuts`` first) a part at a time, so
     that a training set too large for memory can be scored."""
     out = Path(out)
-    if up_to_date(out, models, [cuts], force):
+    if up_to_date(out, models, [cuts], force, needs=("per_utterance",)):
         return None
     selected = bool(split.dev_fraction) or split.subset_fraction < 1.0
     source = frame_source(cuts, frames_cache, stream)

@@ -113,6 +113,9 @@ def compute_wer(refs: Mapping[str, Sequence[str]], hyps: Mapping[str, Sequence[s
     return stats, alignments
 
 
+SCORING_FILES = ("wer_*", "per_utt_*", "errs_*")  # what score_wer writes into a decode directory, by name
+
+
 def score_wer(
     refs: Mapping[str, Sequence[str]],
     hyps: Mapping[str, Sequence[str]],

@@ -34,7 +34,7 @@ from asr_kd.decode.decoder import DecodeOpts, Decoder, batches_by_frames, rescor
 from asr_kd.decode.graph import build_graph
 from asr_kd.lang import Lang
 from asr_kd.model_info import fbank_of
-from asr_kd.score import score_wer
+from asr_kd.score import SCORING_FILES, score_wer
 from asr_kd.utils import Pathlike, UserError, die_with_parent, load_cuts, outputs_fresh, read_json, write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -344,7 +344,7 @@ def decode_cuts_step(models: Sequence[Pathlike], lang_dir: Path, lm: Path, cuts:
     summary_path.unlink(missing_ok=True)
     # The scoring files of an earlier decode go too: one at other LM weights (e.g. tuned on another
     # dev decode) would otherwise stay beside the new ones, looking as current.
-    for pattern in ("hyp_*.txt", "wer_*", "per_utt_*", "errs_*"):
+    for pattern in ("hyp_*.txt", *SCORING_FILES):
         for old in out_dir.glob(pattern):
             old.unlink()
     t0 = time.time()

@@ -127,9 +127,10 @@ def gain_recovered_fields(student: Path, baseline: Path, ensemble: Path, samples
         r = gain_recovered_bootstrap(b, e, s, samples, seed, groups=groups)
     except ValueError as err:
         raise UserError(f"{student} against {baseline} and {ensemble}: {err}") from err
+    pct, lo, hi = (round(v, 1) + 0.0 for v in (r.pct, *r.ci95))  # + 0.0: no -0.0
     return {"measure": "wer" if Path(student).is_dir() else "frame_accuracy", "baseline": str(baseline),
-            "ensemble": str(ensemble), "gain_recovered_pct": round(r.pct, 1) + 0.0, "ci95_lo": round(r.ci95[0], 1) + 0.0,
-            "ci95_hi": round(r.ci95[1], 1) + 0.0, "resampled": f"{r.units} {'speakers' if groups else 'utterances'}"}
+            "ensemble": str(ensemble), "gain_recovered_pct": pct, "ci95_lo": lo, "ci95_hi": hi,
+            "resampled": f"{r.units} {'speakers' if groups else 'utterances'}"}
 
 
 def add_gain_recovered(rows: list) -> None:

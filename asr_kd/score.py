@@ -260,13 +260,13 @@ def gain_recovered_bootstrap(baseline: Mapping[str, Tuple[int, int]], ensemble: 
     ensemble is no better than the baseline has no gain to recover and counts as 0% recovered
     (it makes the interval wider, never narrower)."""
     sums = _unit_sums([baseline, ensemble, student], groups)
+    total = sums.sum(0)
+    if total[0] <= total[1]:
+        raise ValueError("the ensemble is no better than the baseline on the scored set: no gain to recover")
     drawn = _resampled_totals(sums, samples, seed).astype(np.float64)
     gain, got = drawn[:, 0] - drawn[:, 1], drawn[:, 0] - drawn[:, 2]
     ratio = np.where(gain > 0, 100.0 * got / np.where(gain > 0, gain, 1.0), 0.0)
     lo, hi = np.percentile(ratio, [2.5, 97.5])
-    total = sums.sum(0)
-    if total[0] <= total[1]:
-        raise ValueError("the ensemble is no better than the baseline on the scored set: no gain to recover")
     return GainRecovered(pct=100.0 * (total[0] - total[2]) / (total[0] - total[1]), ci95=(float(lo), float(hi)),
                          units=len(sums), samples=samples)
 

@@ -95,6 +95,11 @@ def _speaker_groups(speakers: dict, scored) -> Optional[dict]:
     return groups if len(set(groups.values())) >= MIN_SPEAKERS else None
 
 
+def _resampled(units: int, groups: Optional[dict]) -> str:
+    """What a bootstrap drew: ``"125 speakers"`` or ``"500 utterances"``."""
+    return f"{units} {'speakers' if groups else 'utterances'}"
+
+
 def versus_fields(scored: Path, versus: Path, samples: int = 10000, seed: int = 0) -> dict:
     """Columns comparing ``scored`` (B) with ``versus`` (A), both decodes of the same utterances (WER)
     or both ``asr-kd nnet eval`` JSONs of the same frames (frame accuracy): a paired bootstrap over
@@ -105,7 +110,7 @@ def versus_fields(scored: Path, versus: Path, samples: int = 10000, seed: int = 
         r = paired_bootstrap(a, b, samples, seed, groups=groups)
     except ValueError as e:
         raise UserError(f"{scored} versus {versus}: {e}") from e
-    resampled = f"{r.units} {'speakers' if groups else 'utterances'}"
+    resampled = _resampled(r.units, groups)
     if Path(scored).is_dir():
         return {"versus": str(versus), "versus_wer": round(r.wer_a, 2), "wer_delta": round(r.delta, 2),
                 "delta_ci95_lo": round(r.delta_ci95[0], 2), "delta_ci95_hi": round(r.delta_ci95[1], 2),
@@ -130,7 +135,7 @@ def gain_recovered_fields(student: Path, baseline: Path, ensemble: Path, samples
     pct, lo, hi = (round(v, 1) + 0.0 for v in (r.pct, *r.ci95))  # + 0.0: no -0.0
     return {"measure": "wer" if Path(student).is_dir() else "frame_accuracy", "baseline": str(baseline),
             "ensemble": str(ensemble), "gain_recovered_pct": pct, "ci95_lo": lo, "ci95_hi": hi,
-            "resampled": f"{r.units} {'speakers' if groups else 'utterances'}"}
+            "resampled": _resampled(r.units, groups)}
 
 
 def add_gain_recovered(rows: list) -> None:

@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from asr_kd.decode.acoustic import DnnScorer, load_scorer
+from asr_kd.decode.decoder import batches_by_frames
 from asr_kd.decode.steps import cut_items
 from asr_kd.hmm.align import AlignOpts, ForcedAligner, report_failures
 from asr_kd.hmm.lang_info import LangInfo
@@ -62,14 +63,7 @@ def dnn_align_step(models: Sequence[Pathlike], lang_dir: Pathlike, cuts: Pathlik
         scorer.fit_cmvn(items)  # each speaker normalized over all their utterances, as in training
         aligner = ForcedAligner(FrameScores(), scorer.ctx_dep, scorer.trans, lang, opts, device)
         alis, failures = {}, dict(featurize.failures) if featurize else {}
-        batches, cur, n = [], [], 0
-        for it in items:
-            cur.append(it)
-            n += len(it[2])
-            if n >= opts.batch_frames:
-                batches.append(cur)
-                cur, n = [], 0
-        batches += [cur] if cur else []
+        batches = [[items[i] for i in b] for b in batches_by_frames([len(x) for _, _, x in items], opts.batch_frames)]
         t0 = time.time()
         for batch in tqdm(batches, desc="align", unit="batch", disable=not progress):
             scores: Dict[str, torch.Tensor] = scorer.loglikes(batch)

@@ -23,7 +23,7 @@ corpus_dir=          # default: $CORPORA/speechocean762, else downloaded into $d
 prepare_opts="--dev-fraction 0.1"   # 12 of the 125 training speakers as dev (6 made a noisy guide)
 speed_perturb="0.9 1.0 1.1"        # the DNNs train on 3 speeds of train (Kaldi's sp), aligned by tri1
 
-# acoustic models (stages 4-13). CPU sizes: the small preset with dropout 0.2 and Adam at 5e-4
+# acoustic models (stages 4-13). CPU sizes: the small preset (4 layers) with dropout 0.2 and Adam at 5e-4
 # (halved when dev accuracy stalls), chosen on dev by ../../local/tune_dnn.sh (RESULTS.md: "DNN
 # training choices (dev)"). Trained for a budget that keeps the whole recipe within ~2.5 h on a
 # 2-core CPU: 12 epochs of 1.4M frames, each a fresh random half of the 3-speed training set
@@ -34,7 +34,7 @@ tri_leaves=1000      # picked on dev by ../../local/tune_tri.sh (RESULTS.md: "Tr
 tri_gauss=6000
 preset=small
 hidden_layers=4      # 4 of the small preset's 512-wide layers, not its 3: lower dev WER and higher dev frame accuracy
-                     # (RESULTS.md: "Teacher choices (dev)", teacher-newbob0-4layers), 40% longer training; "" = the preset's
+                     # (RESULTS.md: "Teacher choices (dev)", teacher-newbob0-4layers); stage 9 58 min, not 45; "" = the preset's
 epochs=12
 num_teachers=4
 temperatures="2"     # the paper's sweep: --temperatures "1 2 5 10" (one student each, sharing the teachers' pass)
